@@ -147,8 +147,8 @@ class FilterConfig:
     val_fraction: float = 0.15
     min_confidence: float = 0.9
     min_confidence_per_class: Dict[str, float] = field(default_factory=dict)
-    max_real_similarity: float = 0.98  # reject near-copies of real images (cosine, feature space)
-    max_synthetic_similarity: float = 0.98  # reject near-duplicates among synthetic images
+    max_real_similarity: float = 0.995  # reject near-copies of real images (cosine, feature space)
+    max_synthetic_similarity: float = 0.995  # reject near-duplicates among synthetic images
     max_rounds: int = 5
     overgenerate: float = 1.2  # first round: plan * this; later rounds from the acceptance rate
     on_shortfall: str = "warn"  # warn | fail
