@@ -38,6 +38,11 @@ def _validate_early(cfg: Config) -> None:
 
     validate_generator_config(cfg.generator)
     validate_filter_config(cfg.filter)
+    scale = cfg.generator.sampler.classifier_guidance_scale
+    if scale > 0 and cfg.filter.name == "none":
+        raise ValueError(
+            f"generator.sampler.classifier_guidance_scale={scale} needs the filter's classifier, but filter.name="
+            "'none'; allowed: classifier_guidance_scale=0 with filter=none, or filter=classifier")
 
 
 def run(cfg: Config, dataset=None, config_yaml: str | None = None) -> datasets.DatasetDict | None:
@@ -184,13 +189,17 @@ def _generator_id(generator) -> str:
 
 
 def _generator_info(generator, generator_id: str) -> dict:
-    """The generator's scalar facts (PSNR, training time, sizes) for the report."""
+    """The generator's scalar facts (reconstruction PSNR, training time, sizes) for the report."""
     info = {"id": generator_id}
-    for key, value in sorted(generator.metadata.items()):
-        if isinstance(value, (int, float, str, bool)) and key != "fingerprint":
-            info[key] = value
-        elif isinstance(value, dict):  # e.g. training metrics
-            info.update({f"{key}.{k}": v for k, v in value.items() if isinstance(v, (int, float, str, bool))})
+
+    def flatten(prefix: str, value) -> None:
+        if isinstance(value, dict):
+            for key, item in sorted(value.items()):
+                flatten(f"{prefix}.{key}" if prefix else str(key), item)
+        elif isinstance(value, (int, float, str, bool)):
+            info[prefix] = value
+
+    flatten("", {k: v for k, v in generator.metadata.items() if k not in ("fingerprint", "config")})
     return info
 
 

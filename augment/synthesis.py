@@ -97,6 +97,7 @@ class Synthesizer:
         self.real_images, self.real_labels = real_images, real_labels
         self.classifier, self.filter_cfg = classifier, filter_cfg
         self._real_by_class = {int(c): torch.nonzero(real_labels == c).flatten() for c in real_labels.unique()}
+        self._guided = sampler.classifier_guidance_scale > 0  # checked against filter=none before any work
 
     # -- one batch -----------------------------------------------------------------------------
     def _init_images(self, batch: Sequence[WorkItem]) -> torch.Tensor | None:
@@ -115,7 +116,9 @@ class Synthesizer:
             self.sampler,
             init_images=self._init_images(batch),
             variation=[it.variation for it in batch],
-        )  # (B,C,R,R) in [0,1], on the generation device
+            # Classifier guidance (Dhariwal & Nichol 2021) uses the filter's calibrated classifier.
+            classifier=self.classifier.logits if self._guided else None,
+        )  # (B,C,R,R) in [0,1]
         pixels = _to_uint8(images)
         out = {"images": pixels.cpu()}
         if self.classifier is not None:

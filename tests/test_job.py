@@ -163,3 +163,28 @@ def test_installed_package_runs_from_another_directory(tmp_path: Path):
     proc = run_cli("dry_run=true", "output.dir=out", cwd=elsewhere, env={"PYTHONPATH": str(target)})
     assert proc.returncode == 0, proc.stderr
     assert (elsewhere / "out" / "plan.csv").is_file()
+
+
+def test_classifier_guidance_without_a_classifier_fails_before_any_work(tmp_path: Path):
+    proc = run_cli("experiment=smoke", "generator.sampler.classifier_guidance_scale=1.0", f"output.dir={tmp_path / 'x'}")
+    assert proc.returncode != 0
+    assert ("generator.sampler.classifier_guidance_scale=1.0 needs the filter's classifier, but filter.name='none'"
+            in proc.stderr)
+    assert not (tmp_path / "x").exists()
+
+
+def test_filtered_smoke_run_with_classifier_guidance(tmp_path: Path):
+    """filter=classifier end to end: every kept row is confident and of its class; the report says so."""
+    out = tmp_path / "out"
+    ds = balance(overrides=[*SMOKE, "filter.name=classifier", "filter.arch=small_cnn", "filter.steps=60",
+                            "filter.min_confidence=0.3", "filter.max_rounds=2", "filter.on_shortfall=warn",
+                            "generator.sampler.classifier_guidance_scale=0.5", f"output.dir={out}"])
+    synth = ds["train"].filter(lambda r: r["is_synthetic"])
+    assert len(synth) > 0
+    assert min(synth["confidence"]) >= 0.3
+    reasons = (out / "report" / "README.md").read_text()
+    assert "acceptance" in reasons.lower()
+    plan = pd.read_csv(out / "plan.csv")
+    labels = np.asarray(synth["label"])
+    for row in plan.itertuples():  # never more than planned
+        assert (labels == row.class_id).sum() <= row.to_generate

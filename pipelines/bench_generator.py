@@ -1,0 +1,164 @@
+"""Generator performance figures, all measured in one run on one machine.
+
+    python pipelines/bench_generator.py [--generator outputs/demo/generator] [--images 256] [--batch 128]
+
+Prints:
+  1. sampling images/s of the project's sampler (``LatentDiffusionGenerator.sample``) against a plain
+     diffusers loop over the very same components (same denoiser, autoencoder, scheduler config,
+     steps, guidance scale and batch): the textbook loop with a conditional and an unconditional
+     forward pass per step, fp32, under ``torch.no_grad``;
+  2. training steps/s of the autoencoder and the denoiser with the default config;
+  3. the sampling stage of the job on 1 process against 2 processes (``torchrun --nproc_per_node=2``),
+     with the same total number of threads.
+
+Without ``--generator`` the components are built untrained from the default config (throughput does
+not depend on the weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from augment.api import compose_config  # noqa: E402
+from augment.generator import LatentDiffusionGenerator, build_sampler  # noqa: E402
+from augment.generator import autoencoder as ae  # noqa: E402
+from augment.generator import denoiser as dn  # noqa: E402
+from augment.generator import schedule  # noqa: E402
+from augment.generator.training import make_accelerator, train_autoencoder, train_denoiser  # noqa: E402
+
+
+def untrained_generator(cfg, channels: int, resolution: int, n_classes: int) -> LatentDiffusionGenerator:
+    vae = ae.build_autoencoder(cfg.autoencoder, channels, resolution).eval()
+    factor = ae.downsampling_factor(vae)
+    denoiser = dn.build_denoiser(cfg.denoiser, cfg.autoencoder.latent_channels, resolution // factor, n_classes).eval()
+    meta = {"scaling_factor": 1.0, "shift_factor": 0.0, "mode": "L" if channels == 1 else "RGB"}
+    return LatentDiffusionGenerator(vae, denoiser, schedule.build_noise_scheduler(cfg.schedule),
+                                    [str(c) for c in range(n_classes)], meta)
+
+
+@torch.no_grad()
+def stock_loop(gen: LatentDiffusionGenerator, class_ids, seeds, steps: int, guidance: float) -> torch.Tensor:
+    """What a diffusers user writes: two forward passes per step, then decode."""
+    sched = build_sampler(gen.noise_scheduler, "dpmsolver++")
+    sched.set_timesteps(steps)
+    generators = [torch.Generator().manual_seed(s) for s in seeds]
+    latents = randn_tensor((len(seeds), *gen.latent_shape), generator=generators) * sched.init_noise_sigma
+    labels = torch.tensor(class_ids)
+    null = torch.full_like(labels, gen.null_class_id)
+    for t in sched.timesteps:
+        x = sched.scale_model_input(latents, t)
+        tt = t.reshape(1).expand(len(x))
+        cond = dn.predict(gen.denoiser, x, tt, labels)
+        uncond = dn.predict(gen.denoiser, x, tt, null)
+        latents = sched.step(uncond + guidance * (cond - uncond), t, latents).prev_sample
+    return gen.decode(latents).clamp(0, 1)
+
+
+def timed(fn, repeats: int) -> float:
+    """Median seconds of ``repeats`` calls after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def bench_sampling(gen, sampler, n_images: int, repeats: int) -> dict:
+    class_ids = [i % len(gen.class_names) for i in range(n_images)]
+    seeds = list(range(n_images))
+    ours = timed(lambda: gen.sample(class_ids, seeds, sampler), repeats)
+    stock = timed(lambda: stock_loop(gen, class_ids, seeds, sampler.num_inference_steps, sampler.guidance_scale),
+                  repeats)
+    a = gen.sample(class_ids[:8], seeds[:8], sampler)
+    b = stock_loop(gen, class_ids[:8], seeds[:8], sampler.num_inference_steps, sampler.guidance_scale)
+    return {"project img/s": n_images / ours, "stock img/s": n_images / stock, "speed-up": stock / ours,
+            "max |project - stock|": float((a - b).abs().max())}
+
+
+def bench_training(cfg, channels: int, resolution: int, steps: int) -> dict:
+    accelerator = make_accelerator(cfg.denoiser)
+    images = torch.rand(512, channels, resolution, resolution) * 2 - 1
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        ae_cfg = replace(cfg.autoencoder, steps=steps)
+        _, m = train_autoencoder(images, ae_cfg, checkpoint_dir=Path(tmp) / "ae", seed=0, accelerator=accelerator)
+        out["autoencoder steps/s"] = steps / m["seconds"]
+        factor = 2 ** (len(cfg.autoencoder.block_out_channels) - 1)
+        latents = torch.randn(512, cfg.autoencoder.latent_channels, resolution // factor, resolution // factor)
+        labels = torch.arange(512) % 10
+        gcfg = replace(cfg, denoiser=replace(cfg.denoiser, steps=steps, checkpoint_every=10**9))
+        _, m = train_denoiser(latents, labels, 10, gcfg, noise_scheduler=schedule.build_noise_scheduler(cfg.schedule),
+                              checkpoint_dir=Path(tmp) / "dn", seed=0, accelerator=accelerator)
+        out["denoiser steps/s"] = steps / m["seconds"]
+    return out
+
+
+def bench_processes(generator_dir: Path, threads: int, overrides: list[str]) -> dict:
+    """Wall time of the whole job (loading a saved generator, no filter) on 1 vs 2 processes."""
+    out = {}
+    common = ["-m", "augment", f"generator.path={generator_dir}", "filter=none", "output.include_test=false", *overrides]
+    for nproc in (1, 2):
+        env = {**os.environ, "OMP_NUM_THREADS": str(max(1, threads // nproc)), "HF_HUB_OFFLINE": "1"}
+        with tempfile.TemporaryDirectory() as tmp:
+            launcher = [] if nproc == 1 else ["-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
+                                              "--master_port=29555"]
+            cmd = [sys.executable, *launcher, *common, f"output.dir={tmp}/out"]
+            start = time.perf_counter()
+            proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise RuntimeError(proc.stderr[-2000:])
+            out[f"job wall s, {nproc} process(es)"] = time.perf_counter() - start
+    out["2-process speed-up"] = out["job wall s, 1 process(es)"] / out["job wall s, 2 process(es)"]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--generator", type=Path, help="a saved generator folder (default: untrained, default config)")
+    parser.add_argument("--images", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--train-steps", type=int, default=20)
+    parser.add_argument("--skip-processes", action="store_true")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides of the job config")
+    args = parser.parse_args()
+
+    cfg, _ = compose_config(args.overrides)
+    gcfg = cfg.generator
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.generator:
+        gen = LatentDiffusionGenerator.from_pretrained(str(args.generator), device=device)
+    else:
+        gen = untrained_generator(gcfg, 1, cfg.dataset.resolution or 32, 10).to(device)
+    sampler = replace(gcfg.sampler, batch_size=args.images)
+    print(f"# machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+          f"device {device}, threads {torch.get_num_threads()}")
+    print(f"# sampler: {sampler.name}, {sampler.num_inference_steps} steps, guidance {sampler.guidance_scale}, "
+          f"batch {args.images}, denoiser {dn.parameter_count(gen.denoiser) / 1e6:.2f}M parameters, "
+          f"latents {tuple(gen.latent_shape)}")
+    figures = bench_sampling(gen, sampler, args.images, args.repeats)
+    figures.update(bench_training(gcfg, 1, cfg.dataset.resolution or 32, args.train_steps))
+    if args.generator and not args.skip_processes:
+        figures.update(bench_processes(args.generator, torch.get_num_threads(), args.overrides))
+    print("| figure | value |\n| --- | ---: |")
+    for key, value in figures.items():
+        print(f"| {key} | {value:.4g} |")
+
+
+if __name__ == "__main__":
+    main()
