@@ -35,7 +35,7 @@ def test_defaults():
     cfg, _ = compose_config()
     assert cfg.dataset.kind == "mnist_lt"
     assert cfg.targets.sampling_strategy == "not majority"
-    assert cfg.filter.name == "classifier"
+    assert cfg.filter.name == "classifier" and cfg.filter.arch == "small_cnn"
     assert cfg.seed == 0 and cfg.dry_run is False
     assert cfg.output.overwrite is False
 
