@@ -92,6 +92,25 @@ def test_training_is_a_function_of_the_seed_not_of_the_global_rng(trained, tmp_p
     assert not torch.equal(other_seed.denoiser.conv_in.weight, generator.denoiser.conv_in.weight)
 
 
+def test_given_scaling_factor_is_used_and_reuses_the_autoencoder(trained, monkeypatch, tmp_path):
+    import shutil
+
+    generator, trained_dir = trained
+    work_dir = tmp_path / "work"
+    shutil.copytree(trained_dir, work_dir)  # the fixture's folder stays as it is
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("autoencoder trained again")
+
+    monkeypatch.setattr(training, "train_autoencoder", no_training)
+    cfg = tiny_config(steps=1)
+    cfg.autoencoder.scaling_factor = 0.5
+    images, labels = tiny_data()
+    other = train_generator(images, labels, CLASS_NAMES, cfg, work_dir=work_dir, seed=0, mode="L")
+    assert (other.scaling_factor, other.shift_factor) == (0.5, 0.0)
+    assert other.metadata["fingerprint"] != generator.metadata["fingerprint"]
+
+
 @pytest.mark.slow
 def test_training_lowers_the_loss(tmp_path):
     images, labels = tiny_data()
@@ -264,6 +283,22 @@ def test_rerun_with_same_fingerprint_reuses_the_saved_generator(trained, monkeyp
     again = train_generator(images, labels, CLASS_NAMES, cfg, work_dir=work_dir, seed=0, mode="L")
     assert again.metadata["fingerprint"] == generator.metadata["fingerprint"]
     torch.testing.assert_close(again.sample([1], [3], sampler()), generator.sample([1], [3], sampler()), atol=0, rtol=0)
+
+
+def test_generator_path_loads_instead_of_training(trained, tmp_path, monkeypatch):
+    generator, _ = trained
+    generator.save_pretrained(tmp_path / "saved")
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained")
+
+    monkeypatch.setattr(training, "train_autoencoder", no_training)
+    monkeypatch.setattr(training, "train_denoiser", no_training)
+    cfg = tiny_config()
+    cfg.path = str(tmp_path / "saved")
+    images, labels = tiny_data()
+    loaded = train_generator(images, labels, CLASS_NAMES, cfg, work_dir=tmp_path / "work", seed=0, mode="L")
+    torch.testing.assert_close(loaded.sample([2], [8], sampler()), generator.sample([2], [8], sampler()), atol=0, rtol=0)
 
 
 def test_latent_cache_is_reused_when_only_the_denoiser_changes(trained, monkeypatch):

@@ -304,7 +304,8 @@ def _autoencoder_stage(images, cfg: AutoencoderConfig, data_fp: str, seed: int, 
         vae = ae.load_autoencoder(cfg.path, cfg.subfolder).to(accelerator.device).eval()
         sample = images[:PSNR_MAX_IMAGES].to(accelerator.device, vae.dtype)
         return vae, {"path": cfg.path, "psnr_db": ae.reconstruction_psnr(vae, sample, ENCODE_BATCH_SIZE)}
-    fp = ckpt.short(ckpt.fingerprint("autoencoder", data_fp, cfg, seed))
+    recipe = dataclasses.replace(cfg, scaling_factor=None)  # normalisation is applied after training
+    fp = ckpt.short(ckpt.fingerprint("autoencoder", data_fp, recipe, seed))
     folder = work_dir / f"autoencoder-{fp}"
     if not (folder / SAFETENSORS_WEIGHTS_NAME).is_file():
         vae, metrics = train_autoencoder(images, cfg, checkpoint_dir=work_dir / "checkpoints" /
@@ -367,7 +368,8 @@ def train_generator(
     validate_generator_config(cfg, class_names)
     check_training_data(images, labels, class_names, mode)
     if cfg.path:
-        return LatentDiffusionGenerator.from_pretrained(cfg.path)
+        device = accelerator.device if accelerator is not None else None
+        return LatentDiffusionGenerator.from_pretrained(cfg.path, device=device)
     work_dir = Path(work_dir)
     accelerator = accelerator or make_accelerator(cfg.denoiser)
     data_fp = ckpt.tensor_digest(images, labels)
