@@ -149,7 +149,7 @@ class FilterConfig:
     min_confidence_per_class: Dict[str, float] = field(default_factory=dict)
     max_real_similarity: float = 0.995  # reject near-copies of real images (cosine, feature space)
     max_synthetic_similarity: float = 0.995  # reject near-duplicates among synthetic images
-    max_rounds: int = 5
+    max_rounds: int = 10
     overgenerate: float = 1.2  # first round: plan * this; later rounds from the acceptance rate
     on_shortfall: str = "warn"  # warn | fail
 

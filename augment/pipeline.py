@@ -83,17 +83,16 @@ def run(cfg: Config, dataset=None, config_yaml: str | None = None) -> datasets.D
     return result
 
 
-def obtain_generator(cfg: Config, source: SourceData, images, labels, out_dir: Path):
+def obtain_generator(cfg: Config, source: SourceData, images, labels, out_dir: Path, proc):
     """Load ``generator.path``, or train on the real images (reusing a finished generator of the
     same data and config in ``out_dir``)."""
     from .generator import LatentDiffusionGenerator, train_generator, validate_generator_config
 
     if cfg.generator.path:
-        generator = LatentDiffusionGenerator.from_pretrained(cfg.generator.path)
-        validate_generator_config(cfg.generator, source.class_names)
-        return generator
-    return train_generator(images, labels, source.class_names, cfg.generator, work_dir=out_dir,
-                           seed=cfg.seed, mode=source.mode)
+        validate_generator_config(cfg.generator, source.class_names)  # class names match, components exist
+        return LatentDiffusionGenerator.from_pretrained(cfg.generator.path, device=proc.device)
+    return train_generator(images, labels, source.class_names, cfg.generator, work_dir=out_dir / "work",
+                           save_dir=out_dir / "generator", seed=cfg.seed, mode=source.mode)
 
 
 def obtain_classifier(cfg: Config, source: SourceData, images, labels, out_dir: Path, proc):
@@ -128,7 +127,7 @@ def augment_and_export(cfg: Config, source: SourceData, plan, proc, out_dir: Pat
     timings: dict[str, float] = {}
     clock = time.perf_counter()
     images, labels = dataset_to_tensors(source.train, source.mode, source.resolution, cfg.dataset.resize)
-    generator = obtain_generator(cfg, source, images, labels, out_dir)
+    generator = obtain_generator(cfg, source, images, labels, out_dir, proc)
     timings["generator"] = time.perf_counter() - clock
     clock = time.perf_counter()
     classifier = obtain_classifier(cfg, source, images, labels, out_dir, proc)

@@ -349,6 +349,7 @@ def _reuse_saved(folder: Path, fp: str, device) -> Optional[LatentDiffusionGener
 def train_generator(
     images: torch.Tensor, labels: torch.Tensor, class_names: List[str], cfg: GeneratorConfig, *,
     work_dir: Path, seed: int, mode: str, accelerator: Optional[Accelerator] = None,
+    save_dir: Optional[Path] = None,
 ) -> LatentDiffusionGenerator:
     """Train (or reuse) the generator of a dataset.
 
@@ -361,6 +362,7 @@ def train_generator(
         seed: Run seed: the same data, config and seed give the same weights.
         mode: Image mode of ``images`` (a key of IMAGE_MODES).
         accelerator: Device placement; default: one built from ``cfg.denoiser.mixed_precision``.
+        save_dir: Where the finished generator goes; default ``work_dir/generator``.
 
     Returns:
         The trained generator (also saved to ``work_dir/generator``).
@@ -374,7 +376,7 @@ def train_generator(
     accelerator = accelerator or make_accelerator(cfg.denoiser)
     data_fp = ckpt.tensor_digest(images, labels)
     fp = run_fingerprint(data_fp, class_names, mode, seed, cfg)
-    out_dir = work_dir / GENERATOR_DIR
+    out_dir = Path(save_dir) if save_dir is not None else work_dir / GENERATOR_DIR
     saved = _reuse_saved(out_dir, fp, accelerator.device)
     if saved is not None:
         return saved
