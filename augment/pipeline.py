@@ -237,8 +237,7 @@ def _write_report(cfg, source, plan, result, classifier, generator, synth, timin
     from .report import ReportInputs, write_report
 
     cands = result.candidates
-    rejected = cands.merge(result.kept[["class_id", "index"]], how="left", indicator=True)
-    rejected = rejected[rejected["_merge"] == "left_only"]
+    rejected = cands[~cands["accepted"]] if "accepted" in cands else cands.iloc[:0]  # failed a keep rule
 
     def grids(rows):
         out = {}
@@ -250,7 +249,7 @@ def _write_report(cfg, source, plan, result, classifier, generator, synth, timin
     frechet = confidences = None
     if classifier is not None and len(result.kept):
         synth_feats = result.gather(result.kept, "features").float().numpy()
-        frechet = per_class_frechet(synth._real_features(), synth.real_labels.numpy(), synth_feats,
+        frechet = per_class_frechet(synth.real_features(), synth.real_labels.numpy(), synth_feats,
                                     result.kept["class_id"].to_numpy(), source.class_names)
         confidences = cands[["class_id", "confidence"]].assign(
             kept=cands.set_index(["class_id", "index"]).index.isin(result.kept.set_index(["class_id", "index"]).index))

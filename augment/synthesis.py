@@ -98,6 +98,7 @@ class Synthesizer:
         self.classifier, self.filter_cfg = classifier, filter_cfg
         self._real_by_class = {int(c): torch.nonzero(real_labels == c).flatten() for c in real_labels.unique()}
         self._guided = sampler.classifier_guidance_scale > 0  # checked against filter=none before any work
+        self._real_feats: np.ndarray | None = None
 
     # -- one batch -----------------------------------------------------------------------------
     def _init_images(self, batch: Sequence[WorkItem]) -> torch.Tensor | None:
@@ -169,7 +170,7 @@ class Synthesizer:
     def _run_filtered(self, plan: dict[int, int], next_index: dict[int, int]) -> SynthesisResult:
         from .filter import keep
 
-        real_feats = self._real_features()
+        real_feats = self.real_features()
         cands, feats, all_items = [], [], {}
         counts = {c: math.ceil(n * self.filter_cfg.overgenerate) for c, n in plan.items()}
         result = None
@@ -189,12 +190,15 @@ class Synthesizer:
             counts = keep.next_round_counts(deficit, accepted, generated, overgenerate=self.filter_cfg.overgenerate)
         return result
 
-    def _real_features(self) -> np.ndarray:
-        feats = []
-        for i in range(0, len(self.real_images), 256):
-            x = (self.real_images[i : i + 256] + 1) / 2
-            feats.append(self.classifier.predict(x)[2].float().cpu().numpy())
-        return np.concatenate(feats)
+    def real_features(self) -> np.ndarray:
+        """The classifier's features of the real training images (computed once, reused by the report)."""
+        if self._real_feats is None:
+            feats = []
+            for i in range(0, len(self.real_images), 256):
+                x = (self.real_images[i : i + 256] + 1) / 2
+                feats.append(self.classifier.predict(x)[2].float().cpu().numpy())
+            self._real_feats = np.concatenate(feats)
+        return self._real_feats
 
     def _select(self, cands: pd.DataFrame, feats: np.ndarray, real_feats: np.ndarray, plan, keep) -> SynthesisResult:
         fc = self.filter_cfg
@@ -215,6 +219,9 @@ class Synthesizer:
             )
             cands.loc[grp.index, "near_real"] = near_real
             cands.loc[grp.index, "near_synthetic"] = near_syn
+        threshold = cands["class_id"].map(thresholds)
+        cands["accepted"] = ((cands["pred"] == cands["class_id"]) & (cands["confidence"] >= threshold)
+                             & ~cands["near_real"] & ~cands["near_synthetic"])  # passes every keep rule
         kept = keep.select(cands, plan, min_confidence=thresholds)
         return self._result(cands, kept.kept, plan, rounds=0, reasons=kept.reasons)
 

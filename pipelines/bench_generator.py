@@ -149,7 +149,7 @@ def main() -> None:
     print(f"# machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
           f"device {device}, threads {torch.get_num_threads()}")
     print(f"# sampler: {sampler.name}, {sampler.num_inference_steps} steps, guidance {sampler.guidance_scale}, "
-          f"batch {args.images}, denoiser {dn.parameter_count(gen.denoiser) / 1e6:.2f}M parameters, "
+          f"batch {args.images}, denoiser {sum(p.numel() for p in gen.denoiser.parameters()) / 1e6:.2f}M parameters, "
           f"latents {tuple(gen.latent_shape)}")
     figures = bench_sampling(gen, sampler, args.images, args.repeats)
     figures.update(bench_training(gcfg, 1, cfg.dataset.resolution or 32, args.train_steps))
