@@ -27,9 +27,13 @@ def config_dir() -> str:
 
 
 def _task(cfg: DictConfig) -> None:
+    from . import distributed
     from .pipeline import run  # heavy imports after Hydra has validated the command line
 
-    run(to_object(cfg), config_yaml=OmegaConf.to_yaml(cfg, resolve=True))
+    try:
+        run(to_object(cfg), config_yaml=OmegaConf.to_yaml(cfg, resolve=True))
+    finally:
+        distributed.shutdown()  # leave the process group cleanly (torchrun / accelerate launch)
 
 
 def main() -> None:
