@@ -132,12 +132,15 @@ class Synthesizer:
         return out
 
     # -- rounds --------------------------------------------------------------------------------
+    def _shard_dir(self, r: int) -> Path:
+        return self.work_dir / f"round-{r:02d}"
+
     def _round(self, r: int, counts: Mapping[int, int], next_index: dict[int, int]) -> list[WorkItem]:
         ranges = {c: range(next_index[c], next_index[c] + n) for c, n in counts.items() if n > 0}
         for c, rng in ranges.items():
             next_index[c] = rng.stop
         items = make_items(ranges, self.run_seed, mode=self.sampler.mode, mix_fraction=self.sampler.mix_fraction)
-        shard_dir = self.work_dir / f"round-{r:02d}"
+        shard_dir = self._shard_dir(r)
         log.info("round %d: sampling %d images (%s)", r, len(items),
                  ", ".join(f"{c}: {n}" for c, n in sorted(counts.items()) if n > 0))
         run_sharded(items, self.sampler.batch_size, shard_dir, self.proc, self.make_batch, desc=f"round {r}")
@@ -145,7 +148,7 @@ class Synthesizer:
 
     def _scores(self, r: int, items: list[WorkItem]) -> tuple[pd.DataFrame, np.ndarray | None]:
         rows, feats = [], []
-        for k, (batch, shard) in enumerate(read_sharded(items, self.sampler.batch_size, self.work_dir / f"round-{r:02d}")):
+        for k, (batch, shard) in enumerate(read_sharded(items, self.sampler.batch_size, self._shard_dir(r))):
             conf = shard["confidence"].numpy() if "confidence" in shard else np.full(len(batch), np.nan)
             pred = shard["pred"].numpy() if "pred" in shard else np.array([it.class_id for it in batch])
             for j, it in enumerate(batch):
@@ -163,7 +166,7 @@ class Synthesizer:
             items = self._round(1, plan, next_index)
             cands, _ = self._scores(1, items)
             result = self._result(cands, cands, plan, rounds=1)
-            result.shard_dirs = {1: self.work_dir / "round-01"}
+            result.shard_dirs = {1: self._shard_dir(1)}
             return result
         return self._run_filtered(plan, next_index)
 
@@ -171,17 +174,16 @@ class Synthesizer:
         from .filter import keep
 
         real_feats = self.real_features()
-        cands, feats, all_items = [], [], {}
+        cands, feats = [], []
         counts = {c: math.ceil(n * self.filter_cfg.overgenerate) for c, n in plan.items()}
         result = None
         for r in range(1, self.filter_cfg.max_rounds + 1):
-            all_items[r] = self._round(r, counts, next_index)
-            df, f = self._scores(r, all_items[r])
+            df, f = self._scores(r, self._round(r, counts, next_index))
             cands.append(df)
             feats.append(f)
             result = self._select(pd.concat(cands, ignore_index=True), np.concatenate(feats), real_feats, plan, keep)
             result.rounds = r
-            result.shard_dirs = {q: self.work_dir / f"round-{q:02d}" for q in all_items}
+            result.shard_dirs = {q: self._shard_dir(q) for q in range(1, r + 1)}
             deficit = {c: int(n) for c, n in result.shortfall.items()}
             if not deficit:
                 break
@@ -219,10 +221,8 @@ class Synthesizer:
             )
             cands.loc[grp.index, "near_real"] = near_real
             cands.loc[grp.index, "near_synthetic"] = near_syn
-        threshold = cands["class_id"].map(thresholds)
-        cands["accepted"] = ((cands["pred"] == cands["class_id"]) & (cands["confidence"] >= threshold)
-                             & ~cands["near_real"] & ~cands["near_synthetic"])  # passes every keep rule
         kept = keep.select(cands, plan, min_confidence=thresholds)
+        cands["accepted"] = kept.rejection == ""  # passed every keep rule (kept or surplus)
         return self._result(cands, kept.kept, plan, rounds=0, reasons=kept.reasons)
 
     def _result(self, cands, kept, plan, *, rounds, reasons=None) -> SynthesisResult:

@@ -72,6 +72,7 @@ def test_each_rejection_counted_once_under_the_first_reason():
     result = select(cands, {0: 1}, min_confidence=0.9)
     assert reasons_of(result, 0) == counts(5, wrong=1, low=1, real=1, synth=1, accepted=1, kept=1)
     assert result.kept["index"].tolist() == [4]
+    assert result.rejection.tolist() == ["wrong_class", "low_confidence", "near_real", "near_synthetic", ""]
 
 
 def test_all_rejected_counts_short_and_class_without_candidates():

@@ -40,10 +40,13 @@ class KeepResult:
         reasons: One row per class, sorted: integer columns ``class_id`` and ``REASON_COLUMNS``: how
             many were generated, rejected for each reason (each rejection counted once), accepted,
             kept (accepted capped at the quota) and short of the quota.
+        rejection: Per candidate (the candidates' index): the first rejection reason that applies,
+            ``""`` for an accepted one.
     """
 
     kept: pd.DataFrame
     reasons: pd.DataFrame
+    rejection: pd.Series
 
 
 def resolve_thresholds(
@@ -130,7 +133,7 @@ def select(
     rank = ranked.groupby("class_id").cumcount().to_numpy()
     quota = ranked["class_id"].map(lambda c: quotas.get(int(c), 0)).to_numpy()
     kept = ranked[rank < quota].reset_index(drop=True)
-    return KeepResult(kept=kept, reasons=_reason_table(candidates, reason, kept, quotas, classes))
+    return KeepResult(kept=kept, reasons=_reason_table(candidates, reason, kept, quotas, classes), rejection=reason)
 
 
 def _threshold_column(
