@@ -121,6 +121,7 @@ def obtain_classifier(cfg: Config, source: SourceData, images, labels, out_dir: 
 
 def augment_and_export(cfg: Config, source: SourceData, plan, proc, out_dir: Path, config_yaml: str):
     """Train (or load) the generator and the filter, fill the plan, export, report."""
+    from .export import CardInfo, class_counts, export
     from .images import dataset_to_tensors, encode_png, tensor_to_pil
     from .synthesis import Synthesizer, iter_rows, sampling_key
 
@@ -157,10 +158,10 @@ def augment_and_export(cfg: Config, source: SourceData, plan, proc, out_dir: Pat
     to_pil = lambda pixels: tensor_to_pil(pixels.float().div(255), source.mode, source.source_size)  # noqa: E731
     rows = iter_rows(result, to_pil, generator_id, encode_png)
     splits = _build_splits(cfg, source, rows, out_dir)
-    counts_after = _counts(splits["train"], len(source.class_names))  # what the exported train split holds
+    real, synthetic = class_counts(splits["train"])  # what the exported train split holds
+    counts_after = {c: real.get(c, 0) + synthetic.get(c, 0) for c in range(len(source.class_names))}
     report_path = _write_report(cfg, source, plan, result, classifier, generator, synth, timings, out_dir,
                                 counts_after=counts_after)
-    from .export import CardInfo, export
 
     card = CardInfo(
         class_names=source.class_names, counts_before=source.counts, counts_after=counts_after,
@@ -217,13 +218,6 @@ def _build_splits(cfg: Config, source: SourceData, rows, out_dir: Path) -> dict[
     if cfg.output.include_test and source.test is not None:
         splits["test"] = build_split(source.test, None, source.class_names, work_dir=work)
     return splits
-
-
-def _counts(split: datasets.Dataset, n_classes: int) -> dict[int, int]:
-    import numpy as np
-
-    counts = np.bincount(np.asarray(split["label"], dtype=np.int64), minlength=n_classes)
-    return {c: int(n) for c, n in enumerate(counts)}
 
 
 _GRID_PER_CLASS = 16  # images per class in the report's sample grids
