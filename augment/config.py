@@ -36,7 +36,8 @@ class DatasetConfig:
     mode: Optional[str] = None
     resolution: Optional[int] = None
     # How images of another size reach `resolution`: resize, center_crop (resize the short side,
-    # then crop) or forbid (mixed sizes are an error).
+    # then crop), pad (centred on a black canvas, pixels untouched; synthetic images are cropped back
+    # on export) or forbid (mixed sizes are an error).
     resize: str = "resize"
     skip_corrupt: bool = False
 
@@ -69,6 +70,7 @@ class AutoencoderConfig:
     steps: int = 1500
     batch_size: int = 64
     lr: float = 1.0e-3
+    lr_schedule: str = "cosine"  # constant | cosine (decays to 0 by the last step)
     # null: computed from the data (1 / std of the encoded training latents) and saved.
     scaling_factor: Optional[float] = None
 
@@ -91,6 +93,7 @@ class DenoiserConfig:
     steps: int = 3000
     batch_size: int = 128
     lr: float = 3.0e-4
+    lr_schedule: str = "constant"  # constant | cosine (decays to 0 by the last step), after warm-up
     weight_decay: float = 0.0
     warmup_steps: int = 100
     grad_accum: int = 1
@@ -98,6 +101,11 @@ class DenoiserConfig:
     ema_decay: float = 0.999
     label_dropout: float = 0.1  # share of labels replaced by the null class (classifier-free guidance)
     class_balance: str = "sqrt"  # none | sqrt | balanced: how training examples are drawn
+    # Class-balancing regulariser (CBDM, Qin et al. 2023): pulls each prediction towards the one for a
+    # uniformly drawn other class, so the tail classes borrow the head classes' variety. weight = tau
+    # (0 = off; costs a second forward pass per step), gamma = weight of its commitment term.
+    cbdm_weight: float = 0.0
+    cbdm_gamma: float = 0.25
     checkpoint_every: int = 500
     log_every: int = 50
 
@@ -117,10 +125,18 @@ class SamplerConfig:
     num_inference_steps: int = 20
     guidance_scale: float = 3.0  # classifier-free guidance; 1.0 = conditional only, 0 = unconditional
     guidance_per_class: Dict[str, float] = field(default_factory=dict)  # class name -> scale
+    # Guidance only where lo < t / num_train_timesteps <= hi (Kynkaanniemi et al. 2024: guidance at
+    # high noise cuts diversity, at low noise it does little); the other steps run the conditional
+    # pass alone, at half the cost. null = every step.
+    guidance_interval: Optional[List[float]] = None
     classifier_guidance_scale: float = 0.0  # Dhariwal & Nichol 2021; 0 = off
     mode: str = "noise"  # noise | variation | mix
     variation_strength: float = 0.6  # SDEdit strength in (0, 1]
     mix_fraction: float = 0.5  # share of variation samples in mode=mix
+    # Where a variation starts: "class" (a real image of its own class), "other" (a real image of
+    # another class, translated to this one: carries the head classes' variety of style to the
+    # rare classes) or "any" (any real image).
+    variation_source: str = "class"
     batch_size: int = 256
 
 

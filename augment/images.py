@@ -105,6 +105,29 @@ def _center_crop(image: PIL.Image.Image, resolution: int, index: int) -> PIL.Ima
     return image.crop((left, top, left + resolution, top + resolution))
 
 
+def pad_box(size: tuple[int, int], resolution: int) -> tuple[int, int, int, int]:
+    """Where a ``(width, height)`` image sits on the ``R x R`` canvas of the ``pad`` policy:
+    ``(left, top, right, bottom)``, centred (the extra pixel of an odd margin goes right/bottom)."""
+    width, height = size
+    left, top = (resolution - width) // 2, (resolution - height) // 2
+    return left, top, left + width, top + height
+
+
+def _pad(image: PIL.Image.Image, resolution: int, index: int) -> PIL.Image.Image:
+    width, height = image.size
+    if width > resolution or height > resolution:
+        raise ValueError(
+            f"resize policy 'pad': row {index} is {width}x{height}, larger than {resolution}x{resolution}; "
+            f"pad only enlarges (allowed: images up to {resolution}x{resolution}, or the policies resize, "
+            "center_crop)"
+        )
+    if image.size == (resolution, resolution):
+        return image
+    canvas = PIL.Image.new(image.mode, (resolution, resolution))  # black
+    canvas.paste(image, pad_box(image.size, resolution)[:2])
+    return canvas
+
+
 def _forbid(image: PIL.Image.Image, resolution: int, index: int) -> PIL.Image.Image:
     if image.size != (resolution, resolution):
         width, height = image.size
@@ -120,6 +143,7 @@ def _forbid(image: PIL.Image.Image, resolution: int, index: int) -> PIL.Image.Im
 RESIZE_POLICIES: dict[str, Callable[[PIL.Image.Image, int, int], PIL.Image.Image]] = {
     "resize": _resize,  # bilinear (antialiased) to R x R; the aspect ratio is not kept
     "center_crop": _center_crop,  # short side to R, then the central R x R
+    "pad": _pad,  # centred on a black R x R canvas, pixels untouched; export crops the canvas off
     "forbid": _forbid,  # every image must already be R x R
 }
 
@@ -203,13 +227,17 @@ def dataset_to_tensors(
     return images, labels
 
 
-def tensor_to_pil(x: torch.Tensor, mode: str, size: tuple[int, int]) -> list[PIL.Image.Image]:
+def tensor_to_pil(
+    x: torch.Tensor, mode: str, size: tuple[int, int], resize_policy: str = "resize"
+) -> list[PIL.Image.Image]:
     """Turn generator output back into images at the source size.
 
     Args:
         x: Tensor ``(N, C, R, R)`` in ``[0, 1]`` (values outside are clipped).
         mode: ``L`` (``C == 1``) or ``RGB`` (``C == 3``).
-        size: ``(width, height)`` to resize to (bilinear) when it differs from ``R x R``.
+        size: ``(width, height)`` of the output. When it differs from ``R x R`` the image is
+            cropped back out of its canvas (``resize_policy="pad"``) or resized (bilinear).
+        resize_policy: How the real images reached ``R x R`` (a key of :data:`RESIZE_POLICIES`).
 
     Returns:
         ``N`` PIL images of mode ``mode`` and size ``size``.
@@ -218,6 +246,7 @@ def tensor_to_pil(x: torch.Tensor, mode: str, size: tuple[int, int]) -> list[PIL
         ValueError: For an unknown mode or a channel count that does not match it.
     """
     check_choice("mode", mode, MODE_CHANNELS)
+    check_choice("resize_policy", resize_policy, RESIZE_POLICIES)
     if x.ndim != 4 or x.shape[1] != MODE_CHANNELS[mode]:
         raise ValueError(
             f"x has shape {tuple(x.shape)}; mode {mode!r} needs (N, {MODE_CHANNELS[mode]}, R, R)"
@@ -228,7 +257,10 @@ def tensor_to_pil(x: torch.Tensor, mode: str, size: tuple[int, int]) -> list[PIL
     for array in pixels:
         image = PIL.Image.fromarray(array[..., 0] if mode == "L" else array)  # uint8: L or RGB
         if image.size != tuple(size):
-            image = image.resize(tuple(size), PIL.Image.Resampling.BILINEAR)
+            if resize_policy == "pad" and size[0] <= image.width and size[1] <= image.height:
+                image = image.crop(pad_box(tuple(size), image.width))
+            else:
+                image = image.resize(tuple(size), PIL.Image.Resampling.BILINEAR)
         out.append(image)
     return out
 

@@ -141,7 +141,9 @@ def augment_and_export(cfg: Config, source: SourceData, plan, proc, out_dir: Pat
                         classifier, cfg.filter, key)
     to_generate = dict(zip(plan["class_id"], plan["to_generate"]))
     result = synth.run(to_generate)
-    timings["sampling and filtering"] = time.perf_counter() - clock
+    timings.update({f"synthesis: {stage}": seconds for stage, seconds in synth.seconds.items()})
+    timings["synthesis: other (shard files, merging)"] = (
+        time.perf_counter() - clock - sum(synth.seconds.values()))
     if not proc.is_main:
         return None
 
@@ -155,13 +157,17 @@ def augment_and_export(cfg: Config, source: SourceData, plan, proc, out_dir: Pat
         log.warning(message)
 
     clock = time.perf_counter()
-    to_pil = lambda pixels: tensor_to_pil(pixels.float().div(255), source.mode, source.source_size)  # noqa: E731
+    to_pil = lambda pixels: tensor_to_pil(  # noqa: E731
+        pixels.float().div(255), source.mode, source.source_size, cfg.dataset.resize)
     rows = iter_rows(result, to_pil, generator_id, encode_png)
     splits = _build_splits(cfg, source, rows, out_dir)
+    timings["export: build splits (PNG)"] = time.perf_counter() - clock
     real, synthetic = class_counts(splits["train"])  # what the exported train split holds
     counts_after = {c: real.get(c, 0) + synthetic.get(c, 0) for c in range(len(source.class_names))}
+    clock = time.perf_counter()
     report_path = _write_report(cfg, source, plan, result, classifier, generator, synth, timings, out_dir,
                                 counts_after=counts_after)
+    timings["report"] = time.perf_counter() - clock
 
     card = CardInfo(
         class_names=source.class_names, counts_before=source.counts, counts_after=counts_after,
@@ -169,8 +175,15 @@ def augment_and_export(cfg: Config, source: SourceData, plan, proc, out_dir: Pat
         report_path=str(report_path.relative_to(out_dir)) if report_path else None,
         source=source.describe(),
     )
+    clock = time.perf_counter()
     paths = export(splits, out_dir, cfg.output, card)
-    timings["export"] = time.perf_counter() - clock
+    timings["export: write"] = time.perf_counter() - clock
+    log.info("timings (s): %s", ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
+    filter_and_write = (timings.get("synthesis: scoring", 0.0) + timings.get("synthesis: keep rules", 0.0)
+                        + timings["export: build splits (PNG)"] + timings["export: write"])
+    if timings["synthesis: sampling"] > 0:
+        log.info("filter + write: %.1f s = %.1f%% of the generation time (%.1f s)", filter_and_write,
+                 100 * filter_and_write / timings["synthesis: sampling"], timings["synthesis: sampling"])
     log.info("dataset: %s", paths["dataset"])
     log.info("hub-ready parquet and card: %s", paths["hub"])
     if report_path:

@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import math
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
@@ -99,6 +100,9 @@ class Synthesizer:
         self._real_by_class = {int(c): torch.nonzero(real_labels == c).flatten() for c in real_labels.unique()}
         self._guided = sampler.classifier_guidance_scale > 0  # checked against filter=none before any work
         self._real_feats: np.ndarray | None = None
+        # Seconds this process spent per stage: "sampling" (the generator), "scoring" (the filter
+        # classifier on each batch) and "keep rules" (thresholds, duplicates, quotas).
+        self.seconds: dict[str, float] = {"sampling": 0.0, "scoring": 0.0, "keep rules": 0.0}
 
     # -- one batch -----------------------------------------------------------------------------
     def _init_images(self, batch: Sequence[WorkItem]) -> torch.Tensor | None:
@@ -106,11 +110,21 @@ class Synthesizer:
             return None
         picks = []
         for it in batch:  # the real image a variation starts from is chosen by the item's seed
-            pool = self._real_by_class[it.class_id]
+            pool = self._variation_pool(it.class_id)
             picks.append(int(pool[it.seed % len(pool)]))
         return self.real_images[picks]
 
+    def _variation_pool(self, class_id: int) -> torch.Tensor:
+        """Indices of the real images a variation of ``class_id`` may start from."""
+        source = self.sampler.variation_source
+        if source == "class":
+            return self._real_by_class[class_id]
+        if source == "other" and len(self._real_by_class) > 1:
+            return torch.nonzero(self.real_labels != class_id).flatten()
+        return torch.arange(len(self.real_labels))  # "any", or "other" with a single class
+
     def make_batch(self, batch: list[WorkItem]) -> dict[str, torch.Tensor]:
+        clock = time.perf_counter()
         images = self.generator.sample(
             [it.class_id for it in batch],
             [it.seed for it in batch],
@@ -122,13 +136,16 @@ class Synthesizer:
         )  # (B,C,R,R) in [0,1]
         pixels = _to_uint8(images)
         out = {"images": pixels.cpu()}
+        self.seconds["sampling"] += time.perf_counter() - clock
         if self.classifier is not None:
+            clock = time.perf_counter()
             # Score exactly the exported pixels, on the generation device, before any PNG encoding.
             probs, top, feats = self.classifier.predict(pixels.float().div(255))
             target = torch.tensor([it.class_id for it in batch], device=probs.device)
             out["confidence"] = probs.gather(1, target[:, None]).squeeze(1).float().cpu()
             out["pred"] = top.cpu()
             out["features"] = feats.half().cpu()
+            self.seconds["scoring"] += time.perf_counter() - clock
         return out
 
     # -- rounds --------------------------------------------------------------------------------
@@ -181,7 +198,9 @@ class Synthesizer:
             df, f = self._scores(r, self._round(r, counts, next_index))
             cands.append(df)
             feats.append(f)
+            clock = time.perf_counter()
             result = self._select(pd.concat(cands, ignore_index=True), np.concatenate(feats), real_feats, plan, keep)
+            self.seconds["keep rules"] += time.perf_counter() - clock
             result.rounds = r
             result.shard_dirs = {q: self._shard_dir(q) for q in range(1, r + 1)}
             deficit = {c: int(n) for c, n in result.shortfall.items()}

@@ -390,7 +390,7 @@ def test_image_paths_are_read_in(tmp_path):
     "cfg_kwargs, message",
     [
         ({"kind": "imagenet"}, "dataset.kind='imagenet' is not supported; allowed: cifar10_lt, hf, mnist_lt"),
-        ({"resize": "stretch"}, "dataset.resize='stretch' is not supported; allowed: center_crop, forbid, resize"),
+        ({"resize": "stretch"}, "dataset.resize='stretch' is not supported; allowed: center_crop, forbid, pad, resize"),
         ({"mode": "RGBA"}, "dataset.mode='RGBA' is not supported; allowed: L, RGB"),
         ({"resolution": 0}, "dataset.resolution=0 is not allowed; allowed: null or an integer >= 1"),
         ({"kind": "mnist_lt", "imbalance_ratio": 0.5},
@@ -466,7 +466,7 @@ def test_mixed_sizes_with_forbid_name_the_row():
         from_dataset(ds, hf(resize="forbid"), seed=0)
     assert str(err.value) == (
         "dataset.resize='forbid': row 2 of the train split is 6x8, not 8x8 (the resolution); allowed: only 8x8 "
-        "images, or dataset.resize set to one of: center_crop, resize"
+        "images, or dataset.resize set to one of: center_crop, pad, resize"
     )
     with pytest.raises(ValueError) as err:
         from_dataset(make_ds([0, 1], images=[png(1, (8, 8))] * 2), hf(resize="forbid", resolution=4), seed=0)

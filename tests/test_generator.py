@@ -17,6 +17,7 @@ from augment.generator import (
     train_generator,
     validate_generator_config,
 )
+from augment.generator import denoiser as dn
 from augment.generator import training
 from augment.generator.validation import CLASS_BALANCE
 
@@ -124,6 +125,28 @@ def test_training_lowers_the_loss(tmp_path):
     assert auto["psnr_holdout_db"] > 0
 
 
+def _class_spread(generator: LatentDiffusionGenerator) -> float:
+    """Mean squared difference between the denoiser's predictions for two classes on the same input."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn((16, *generator.latent_shape), generator=g)
+    t = torch.full((16,), 500)
+    with torch.no_grad():
+        zero = dn.predict(generator.denoiser, x, t, torch.zeros(16, dtype=torch.long))
+        two = dn.predict(generator.denoiser, x, t, torch.full((16,), 2))
+    return float(((zero - two) ** 2).mean())
+
+
+def test_cbdm_regulariser_pulls_the_class_predictions_together(tmp_path):
+    images, labels = tiny_data()
+    spread = {}
+    for weight in (0.0, 5.0):
+        cfg = tiny_config(steps=30, checkpoint_every=100, lr=3e-3, ema_decay=0.0, cbdm_weight=weight)
+        generator = train_generator(images, labels, CLASS_NAMES, cfg, work_dir=tmp_path / str(weight), seed=0,
+                                    mode="L")
+        spread[weight] = _class_spread(generator)
+    assert spread[5.0] < 0.5 * spread[0.0]
+
+
 # ---------------------------------------------------------------------------------- sampling
 @pytest.mark.parametrize("name", sorted(SAMPLERS))
 def test_each_sampler_gives_finite_images_in_range(trained, name):
@@ -161,6 +184,26 @@ def test_guidance_changes_the_image_and_per_class_scale_applies_only_to_its_clas
     assert not torch.allclose(base[1], per_class[1], atol=1e-4)
     scales = generator.guidance_scales([0, 1, 2], sampler(guidance_scale=2.0, guidance_per_class={"one": 6.0}))
     assert scales.tolist() == [2.0, 6.0, 2.0]
+
+
+def test_guidance_interval_guides_only_the_steps_inside_it(trained, monkeypatch):
+    generator, _ = trained
+    ids, seeds = [0, 1, 2], [5, 6, 7]
+    always = generator.sample(ids, seeds, sampler(guidance_scale=3.0))
+    unguided = generator.sample(ids, seeds, sampler(guidance_scale=1.0))
+    whole = generator.sample(ids, seeds, sampler(guidance_scale=3.0, guidance_interval=[0.0, 1.0]))
+    torch.testing.assert_close(whole, always, atol=1e-6, rtol=0)
+    # no timestep lies at or below 1e-6 of the schedule: nothing is guided
+    nowhere = generator.sample(ids, seeds, sampler(guidance_scale=3.0, guidance_interval=[0.0, 1e-6]))
+    torch.testing.assert_close(nowhere, unguided, atol=1e-6, rtol=0)
+    # a middle interval: only its steps run the null pass (batch 2N), the others the conditional alone
+    calls = []
+    predict = dn.predict
+    monkeypatch.setattr(dn, "predict", lambda model, x, t, y: calls.append((len(x), int(t[0]))) or predict(model, x, t, y))
+    middle = generator.sample(ids, seeds, sampler(guidance_scale=3.0, guidance_interval=[0.3, 0.7]))
+    assert {n for n, _ in calls} == {3, 6}
+    assert all((n == 6) == (0.3 < t / 1000 <= 0.7) for n, t in calls)
+    assert not torch.allclose(middle, always, atol=1e-4) and not torch.allclose(middle, unguided, atol=1e-4)
 
 
 def test_classifier_guidance_raises_the_classifier_probability(trained):
@@ -399,6 +442,7 @@ def _with(path: str, value) -> GeneratorConfig:
     [
         ("sampler.name", "heun", "generator.sampler.name='heun' is not one of ['ddim', 'ddpm', 'dpmsolver++', 'euler', 'unipc']"),
         ("sampler.mode", "copy", "generator.sampler.mode='copy' is not one of ['mix', 'noise', 'variation']"),
+        ("sampler.variation_source", "same", "generator.sampler.variation_source='same' is not one of ['any', 'class', 'other']"),
         ("denoiser.arch", "mlp", "generator.denoiser.arch='mlp' is not one of ['dit', 'unet']"),
         ("denoiser.class_balance", "log", f"generator.denoiser.class_balance='log' is not one of {sorted(CLASS_BALANCE)}"),
         ("denoiser.mixed_precision", "fp8", "generator.denoiser.mixed_precision='fp8' is not one of ['auto', 'bf16', 'fp16', 'no']"),
@@ -408,10 +452,13 @@ def _with(path: str, value) -> GeneratorConfig:
         ("sampler.guidance_scale", -1.0, "generator.sampler.guidance_scale=-1.0 must be >= 0"),
         ("sampler.classifier_guidance_scale", -0.5, "generator.sampler.classifier_guidance_scale=-0.5 must be >= 0"),
         ("sampler.variation_strength", 0.0, "generator.sampler.variation_strength=0.0 must be in (0, 1]"),
+        ("sampler.guidance_interval", [0.8, 0.2], "generator.sampler.guidance_interval=[0.8, 0.2] must be [lo, hi] with 0 <= lo < hi <= 1 (fractions of the noise schedule, 1 = pure noise), or null for every step"),
         ("sampler.variation_strength", 1.5, "generator.sampler.variation_strength=1.5 must be in (0, 1]"),
         ("sampler.guidance_per_class", {"one": -2.0}, "generator.sampler.guidance_per_class['one']=-2.0 must be >= 0"),
         ("sampler.guidance_per_class", {"seven": 2.0}, "generator.sampler.guidance_per_class names unknown classes ['seven']; the classes are ['zero', 'one', 'two']"),
         ("denoiser.label_dropout", 1.0, "generator.denoiser.label_dropout=1.0 must be in [0, 1)"),
+        ("denoiser.cbdm_weight", -1.0, "generator.denoiser.cbdm_weight=-1.0 must be >= 0"),
+        ("denoiser.lr_schedule", "step", "generator.denoiser.lr_schedule='step' is not one of ['constant', 'cosine']"),
         ("schedule.min_snr_gamma", 0.0, "generator.schedule.min_snr_gamma=0.0 must be > 0 (or null = off)"),
         ("denoiser.steps", 0, "generator.denoiser.steps=0 must be >= 1"),
     ],

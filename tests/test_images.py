@@ -95,7 +95,7 @@ def test_resize_policy_forbid_names_the_row_and_size():
         to_tensor(images, "L", 4, "forbid", start_index=10)
     assert str(err.value) == (
         "resize policy 'forbid': row 11 is 5x3, not 4x4; forbid allows only 4x4 images "
-        "(other policies: center_crop, resize)"
+        "(other policies: center_crop, pad, resize)"
     )
 
 
@@ -103,7 +103,7 @@ def test_resize_policy_forbid_names_the_row_and_size():
     "kwargs, message",
     [
         ({"mode": "RGBA"}, "mode='RGBA' is not supported; allowed: L, RGB"),
-        ({"resize_policy": "stretch"}, "resize_policy='stretch' is not supported; allowed: center_crop, forbid, resize"),
+        ({"resize_policy": "stretch"}, "resize_policy='stretch' is not supported; allowed: center_crop, forbid, pad, resize"),
     ],
 )
 def test_to_tensor_rejects_unknown_options(kwargs, message):
@@ -114,7 +114,28 @@ def test_to_tensor_rejects_unknown_options(kwargs, message):
 
 
 def test_resize_policies_table_is_the_documented_set():
-    assert sorted(RESIZE_POLICIES) == ["center_crop", "forbid", "resize"]
+    assert sorted(RESIZE_POLICIES) == ["center_crop", "forbid", "pad", "resize"]
+
+
+def test_resize_policy_pad_centres_the_pixels_untouched_and_export_crops_them_back():
+    digit = np.random.default_rng(0).integers(1, 256, size=(5, 3), dtype=np.uint8)  # 3 wide, 5 high
+    x = to_tensor([_image(digit)], "L", 8, "pad")
+    canvas = ((x[0, 0] + 1) * 127.5).round().to(torch.uint8).numpy()
+    # left margin (8 - 3) // 2 = 2, top margin (8 - 5) // 2 = 1; everything else black
+    assert np.array_equal(canvas[1:6, 2:5], digit)
+    canvas[1:6, 2:5] = 0
+    assert not canvas.any()
+    (back,) = tensor_to_pil((x + 1) / 2, "L", (3, 5), "pad")
+    assert np.array_equal(np.asarray(back), digit)
+
+
+def test_resize_policy_pad_refuses_an_image_larger_than_the_canvas():
+    with pytest.raises(ValueError) as err:
+        to_tensor([_image(np.zeros((4, 4))), _image(np.zeros((3, 9)))], "L", 8, "pad", start_index=3)
+    assert str(err.value) == (
+        "resize policy 'pad': row 4 is 9x3, larger than 8x8; pad only enlarges (allowed: images up to "
+        "8x8, or the policies resize, center_crop)"
+    )
 
 
 def test_open_image_rejects_unknown_types_and_empty_rows():

@@ -266,11 +266,21 @@ class LatentDiffusionGenerator:
         cg_scale = sampler_cfg.classifier_guidance_scale if classifier is not None else 0.0
         # Stochastic samplers draw their step noise from the items' own generators too.
         step_kwargs = {"generator": generators} if _accepts_generator(sampler) else {}
+        ones = torch.ones_like(scales)
         for t in timesteps:
-            model_out = self._guided_output(sampler, x, t, labels, scales, classifier, cg_scale)
+            step_scales = scales if self._guided_step(t, sampler_cfg) else ones
+            model_out = self._guided_output(sampler, x, t, labels, step_scales, classifier, cg_scale)
             x = sampler.step(model_out, t, x, **step_kwargs).prev_sample
         with torch.no_grad():
             return self.decode(x).clamp(0, 1)
+
+    def _guided_step(self, t: torch.Tensor, sampler_cfg: SamplerConfig) -> bool:
+        """Whether classifier-free guidance applies at timestep ``t`` (``sampler.guidance_interval``)."""
+        if sampler_cfg.guidance_interval is None:
+            return True
+        lo, hi = sampler_cfg.guidance_interval
+        level = float(t) / self.noise_scheduler.config.num_train_timesteps
+        return lo < level <= hi
 
     def _guided_output(self, sampler, x, t, labels, scales, classifier, cg_scale) -> torch.Tensor:
         """Model output at step ``t`` with classifier-free and (optionally) classifier guidance."""

@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import shutil
 import time
 from pathlib import Path
@@ -117,6 +118,19 @@ class LoopSpec:
     checkpoint_every: int
     log_every: int
     checkpoint_dir: Path
+    lr_schedule: str = "constant"  # constant | cosine: after the linear warm-up
+
+
+def lr_factor(step: int, spec: LoopSpec) -> float:
+    """Multiplier of ``spec.lr`` at optimizer step ``step`` (0-based): linear warm-up, then
+    constant or a cosine decay that reaches 0 at the last step."""
+    warmup = max(spec.warmup_steps, 1)
+    if step < warmup:
+        return (step + 1) / warmup
+    if spec.lr_schedule == "constant":
+        return 1.0
+    progress = (step - warmup + 1) / max(spec.steps - warmup, 1)
+    return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
 def run_loop(
@@ -133,8 +147,7 @@ def run_loop(
         The loss of every step (resumed runs include the steps before the interruption).
     """
     optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
-    warmup = max(spec.warmup_steps, 1)
-    lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
+    lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, spec))
     parts = {"model": model, "optimizer": optimizer, "lr_schedule": lr_schedule, "ema": ema}
     start, losses = _resume(spec.checkpoint_dir, parts, generator)
     if ema is not None:
@@ -215,7 +228,7 @@ def train_autoencoder(
             return model(batch.to(device), noise.to(device))
 
     spec = LoopSpec("autoencoder", cfg.steps, cfg.lr, 0.0, 0, 1, _checkpoint_every(cfg.steps),
-                    _log_every(cfg.steps), checkpoint_dir)
+                    _log_every(cfg.steps), checkpoint_dir, cfg.lr_schedule)
     started = time.perf_counter()
     losses = run_loop(spec, objective, loss_fn, generator, accelerator)
     vae.eval()
@@ -251,6 +264,10 @@ def example_weights(labels: torch.Tensor, class_balance: str) -> torch.Tensor:
     return counts[labels].double() ** -CLASS_BALANCE[class_balance]
 
 
+def _per_example_mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return F.mse_loss(a.float(), b.float(), reduction="none").mean(dim=tuple(range(1, a.ndim)))
+
+
 def train_denoiser(
     latents: torch.Tensor, labels: torch.Tensor, num_classes: int, cfg: GeneratorConfig, *,
     noise_scheduler: DDPMScheduler, checkpoint_dir: Path, seed: int, accelerator: Accelerator,
@@ -281,13 +298,23 @@ def train_denoiser(
         x0, y, t, noise = (_rank_rows(v, accelerator).to(device) for v in (latents[idx], y, t, noise))
         noisy = noise_scheduler.add_noise(x0, noise, t)
         target = schedule.training_target(noise_scheduler, x0, noise, t)
-        with accelerator.autocast():
-            pred = dn.predict(wrapped, noisy, t, y)
-        per_example = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
-        return (per_example * schedule.loss_weights(noise_scheduler, t, scfg.min_snr_gamma)).mean()
+        weight = schedule.loss_weights(noise_scheduler, t, scfg.min_snr_gamma)
+        if dcfg.cbdm_weight == 0:
+            with accelerator.autocast():
+                pred = dn.predict(wrapped, noisy, t, y)
+            return (_per_example_mse(pred, target) * weight).mean()
+        other = torch.randint(0, num_classes, (size,), generator=generator)  # CBDM's y' (uniform)
+        other = _rank_rows(other, accelerator).to(device)
+        with accelerator.autocast():  # one forward pass for both labels (DDP sees one call)
+            pred, pred_other = dn.predict(wrapped, torch.cat([noisy, noisy]), torch.cat([t, t]),
+                                          torch.cat([y, other])).chunk(2)
+        conditional = (y != null_id).float()  # the regulariser ties class predictions, not the null one
+        reg = (_per_example_mse(pred, pred_other.detach())
+               + dcfg.cbdm_gamma * _per_example_mse(pred.detach(), pred_other)) * conditional
+        return ((_per_example_mse(pred, target) + dcfg.cbdm_weight * reg) * weight).mean()
 
     spec = LoopSpec("denoiser", dcfg.steps, dcfg.lr, dcfg.weight_decay, dcfg.warmup_steps,
-                    dcfg.grad_accum, dcfg.checkpoint_every, dcfg.log_every, checkpoint_dir)
+                    dcfg.grad_accum, dcfg.checkpoint_every, dcfg.log_every, checkpoint_dir, dcfg.lr_schedule)
     started = time.perf_counter()
     losses = run_loop(spec, model, loss_fn, generator, accelerator, ema=ema)
     ema.copy_to(model.parameters())

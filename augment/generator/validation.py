@@ -22,7 +22,9 @@ CLASS_BALANCE: Dict[str, float] = {"none": 0.0, "sqrt": 0.5, "balanced": 1.0}
 IMAGE_MODES: Dict[str, int] = {"L": 1, "RGB": 3}
 # sampler.mode: where each synthetic image starts (the orchestrator picks per-item variation flags).
 SAMPLE_MODES = ("noise", "variation", "mix")
+VARIATION_SOURCES = ("class", "other", "any")
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 def resolve_mixed_precision(name: str) -> str:
@@ -40,9 +42,12 @@ def _one_of(field: str, value, allowed: Sequence) -> None:
 def _check_choices(cfg: GeneratorConfig) -> None:
     _one_of("generator.sampler.name", cfg.sampler.name, SAMPLERS)
     _one_of("generator.sampler.mode", cfg.sampler.mode, SAMPLE_MODES)
+    _one_of("generator.sampler.variation_source", cfg.sampler.variation_source, VARIATION_SOURCES)
     _one_of("generator.denoiser.arch", cfg.denoiser.arch, DENOISERS)
     _one_of("generator.denoiser.class_balance", cfg.denoiser.class_balance, CLASS_BALANCE)
     _one_of("generator.denoiser.mixed_precision", cfg.denoiser.mixed_precision, MIXED_PRECISION)
+    _one_of("generator.denoiser.lr_schedule", cfg.denoiser.lr_schedule, LR_SCHEDULES)
+    _one_of("generator.autoencoder.lr_schedule", cfg.autoencoder.lr_schedule, LR_SCHEDULES)
     _one_of("generator.schedule.beta_schedule", cfg.schedule.beta_schedule, BETA_SCHEDULES)
     _one_of("generator.schedule.prediction_type", cfg.schedule.prediction_type, PREDICTION_TYPES)
 
@@ -59,6 +64,8 @@ def _check_ranges(cfg: GeneratorConfig) -> None:
         ("generator.sampler.mix_fraction", s.mix_fraction, 0 <= s.mix_fraction <= 1, "in [0, 1]"),
         ("generator.denoiser.label_dropout", d.label_dropout, 0 <= d.label_dropout < 1, "in [0, 1)"),
         ("generator.denoiser.ema_decay", d.ema_decay, 0 <= d.ema_decay < 1, "in [0, 1)"),
+        ("generator.denoiser.cbdm_weight", d.cbdm_weight, d.cbdm_weight >= 0, ">= 0"),
+        ("generator.denoiser.cbdm_gamma", d.cbdm_gamma, d.cbdm_gamma >= 0, ">= 0"),
         ("generator.schedule.num_train_timesteps", sch.num_train_timesteps,
          sch.num_train_timesteps >= 2, ">= 2"),
     ]
@@ -71,6 +78,13 @@ def _check_ranges(cfg: GeneratorConfig) -> None:
                         ("generator.autoencoder.batch_size", cfg.autoencoder.batch_size),
                         ("generator.sampler.batch_size", s.batch_size)):
         checks.append((name, value, value >= 1, ">= 1"))
+    if s.guidance_interval is not None:
+        interval = list(s.guidance_interval)
+        if len(interval) != 2 or not 0 <= interval[0] < interval[1] <= 1:
+            raise ValueError(
+                f"generator.sampler.guidance_interval={interval} must be [lo, hi] with 0 <= lo < hi <= 1 "
+                "(fractions of the noise schedule, 1 = pure noise), or null for every step"
+            )
     for scale_class, scale in (s.guidance_per_class or {}).items():
         checks.append((f"generator.sampler.guidance_per_class[{scale_class!r}]", scale, scale >= 0, ">= 0"))
     if sch.min_snr_gamma is not None:
