@@ -70,7 +70,7 @@ class AutoencoderConfig:
     steps: int = 1500
     batch_size: int = 64
     lr: float = 1.0e-3
-    lr_schedule: str = "cosine"  # constant | cosine (decays to 0 by the last step)
+    lr_schedule: str = "constant"  # constant | cosine (decays to 0 by the last step)
     # null: computed from the data (1 / std of the encoded training latents) and saved.
     scaling_factor: Optional[float] = None
 
@@ -138,6 +138,9 @@ class SamplerConfig:
     # rare classes) or "any" (any real image).
     variation_source: str = "class"
     batch_size: int = 256
+    # Autocast of the denoiser and decoder while sampling: auto = bf16 where the device runs it
+    # natively (a bf16 CUDA GPU, a CPU with AVX-512 BF16/AMX), else fp32 | fp32 | bf16 | fp16.
+    precision: str = "auto"
 
 
 @dataclass

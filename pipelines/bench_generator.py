@@ -6,7 +6,9 @@ Prints:
   1. sampling images/s of the project's sampler (``LatentDiffusionGenerator.sample``) against a plain
      diffusers loop over the very same components (same denoiser, autoencoder, scheduler config,
      steps, guidance scale and batch): the textbook loop with a conditional and an unconditional
-     forward pass per step, fp32, under ``torch.no_grad``;
+     forward pass per step (the conditional one only at guidance <= 1, as diffusers pipelines
+     do), fp32, under ``torch.no_grad``; the project's sampler both at its configured precision
+     (``sampler.precision``, auto = bf16 where native) and at fp32;
   2. training steps/s of the autoencoder and the denoiser with the default config;
   3. the sampling stage of the job on 1 process against 2 processes (``torchrun --nproc_per_node=2``),
      with the same total number of threads.
@@ -38,6 +40,7 @@ from augment.generator import LatentDiffusionGenerator, build_sampler  # noqa: E
 from augment.generator import autoencoder as ae  # noqa: E402
 from augment.generator import denoiser as dn  # noqa: E402
 from augment.generator import schedule  # noqa: E402
+from augment.generator.model import resolve_sample_precision  # noqa: E402
 from augment.generator.training import make_accelerator, train_autoencoder, train_denoiser  # noqa: E402
 
 
@@ -52,7 +55,8 @@ def untrained_generator(cfg, channels: int, resolution: int, n_classes: int) -> 
 
 @torch.no_grad()
 def stock_loop(gen: LatentDiffusionGenerator, class_ids, seeds, steps: int, guidance: float) -> torch.Tensor:
-    """What a diffusers user writes: two forward passes per step, then decode."""
+    """What a diffusers user writes: fp32, a conditional and an unconditional forward pass per step
+    (only the conditional one at guidance <= 1, as diffusers pipelines do), then decode."""
     sched = build_sampler(gen.noise_scheduler, "dpmsolver++")
     sched.set_timesteps(steps)
     generators = [torch.Generator().manual_seed(s) for s in seeds]
@@ -63,8 +67,10 @@ def stock_loop(gen: LatentDiffusionGenerator, class_ids, seeds, steps: int, guid
         x = sched.scale_model_input(latents, t)
         tt = t.reshape(1).expand(len(x))
         cond = dn.predict(gen.denoiser, x, tt, labels)
-        uncond = dn.predict(gen.denoiser, x, tt, null)
-        latents = sched.step(uncond + guidance * (cond - uncond), t, latents).prev_sample
+        if guidance > 1:
+            uncond = dn.predict(gen.denoiser, x, tt, null)
+            cond = uncond + guidance * (cond - uncond)
+        latents = sched.step(cond, t, latents).prev_sample
     return gen.decode(latents).clamp(0, 1)
 
 
@@ -82,13 +88,18 @@ def timed(fn, repeats: int) -> float:
 def bench_sampling(gen, sampler, n_images: int, repeats: int) -> dict:
     class_ids = [i % len(gen.class_names) for i in range(n_images)]
     seeds = list(range(n_images))
+    exact = replace(sampler, precision="fp32")
     ours = timed(lambda: gen.sample(class_ids, seeds, sampler), repeats)
+    ours_fp32 = timed(lambda: gen.sample(class_ids, seeds, exact), repeats)
     stock = timed(lambda: stock_loop(gen, class_ids, seeds, sampler.num_inference_steps, sampler.guidance_scale),
                   repeats)
-    a = gen.sample(class_ids[:8], seeds[:8], sampler)
+    a = gen.sample(class_ids[:8], seeds[:8], exact)
     b = stock_loop(gen, class_ids[:8], seeds[:8], sampler.num_inference_steps, sampler.guidance_scale)
-    return {"project img/s": n_images / ours, "stock img/s": n_images / stock, "speed-up": stock / ours,
-            "max |project - stock|": float((a - b).abs().max())}
+    c = gen.sample(class_ids[:8], seeds[:8], sampler)
+    return {"project img/s": n_images / ours, "project img/s (fp32)": n_images / ours_fp32,
+            "stock img/s": n_images / stock, "speed-up": stock / ours, "speed-up (fp32)": stock / ours_fp32,
+            "max |project fp32 - stock|": float((a - b).abs().max()),
+            "mean |project - project fp32|": float((c - a).abs().mean())}
 
 
 def bench_training(cfg, channels: int, resolution: int, steps: int) -> dict:
@@ -148,7 +159,9 @@ def main() -> None:
     sampler = replace(gcfg.sampler, batch_size=args.images)
     print(f"# machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
           f"device {device}, threads {torch.get_num_threads()}")
+    precision = resolve_sample_precision(sampler.precision, torch.device(device))
     print(f"# sampler: {sampler.name}, {sampler.num_inference_steps} steps, guidance {sampler.guidance_scale}, "
+          f"interval {sampler.guidance_interval}, precision {sampler.precision} -> {precision or 'fp32'}, "
           f"batch {args.images}, denoiser {sum(p.numel() for p in gen.denoiser.parameters()) / 1e6:.2f}M parameters, "
           f"latents {tuple(gen.latent_shape)}")
     figures = bench_sampling(gen, sampler, args.images, args.repeats)

@@ -3,6 +3,7 @@ loaded as one folder, and its ``sample`` (guided, seeded per image)."""
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import logging
@@ -44,6 +45,17 @@ def read_metadata(folder: str) -> Dict[str, Any]:
 
 def _accepts_generator(sampler) -> bool:
     return "generator" in inspect.signature(sampler.step).parameters
+
+
+def resolve_sample_precision(name: str, device: torch.device) -> Optional[torch.dtype]:
+    """The autocast dtype of sampling (``None`` = fp32); "auto" -> bf16 where the device has it natively."""
+    if name == "auto":
+        if device.type == "cuda":
+            native = torch.cuda.is_bf16_supported()
+        else:
+            native = device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        name = "bf16" if native else "fp32"
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
 
 
 class LatentDiffusionGenerator:
@@ -207,6 +219,9 @@ class LatentDiffusionGenerator:
         variation = [False] * n if variation is None else [bool(v) for v in variation]
         self._check_sample_args(class_ids, seeds, variation, init_images, sampler, classifier)
         out = torch.empty((n, *self.image_shape))
+        dtype = resolve_sample_precision(sampler.precision, self.device)
+        autocast = (torch.autocast(self.device.type, dtype=dtype) if dtype is not None
+                    else contextlib.nullcontext())
         # Variation items start mid-schedule: they run as their own group (multistep samplers keep a
         # history per run); per-item seeds make the grouping invisible in the output.
         for flag in (False, True):
@@ -214,9 +229,10 @@ class LatentDiffusionGenerator:
             if not idx:
                 continue
             init = init_images[idx] if flag else None
-            images = self._sample_group(
-                [class_ids[i] for i in idx], [seeds[i] for i in idx], sampler, init, classifier
-            )
+            with autocast:
+                images = self._sample_group(
+                    [class_ids[i] for i in idx], [seeds[i] for i in idx], sampler, init, classifier
+                )
             out[idx] = images.cpu()
         return out
 
@@ -302,10 +318,10 @@ class LatentDiffusionGenerator:
     def _cfg_output(self, x, t, labels, scales) -> torch.Tensor:
         """Conditional and null-class passes in ONE batched forward, combined per item."""
         if bool((scales == 1).all()):  # conditional only: the null pass would cancel out
-            return dn.predict(self.denoiser, x, t, labels)
+            return dn.predict(self.denoiser, x, t, labels).float()  # fp32 for the sampler's update
         null = torch.full_like(labels, self.null_class_id)
         both = dn.predict(
             self.denoiser, torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, null])
-        )
+        ).float()  # combined and stepped in fp32 whatever the autocast dtype
         cond, uncond = both.chunk(2)
         return schedule.guided_output(cond, uncond, scales)
