@@ -171,6 +171,9 @@ class FilterConfig:
     max_rounds: int = 10
     overgenerate: float = 1.2  # first round: plan * this; later rounds from the acceptance rate
     on_shortfall: str = "warn"  # warn | fail
+    # Autocast while scoring synthetic and real images (augment/precision.py): fp32 | bf16 | fp16 |
+    # auto (bf16 where native). bf16 moves feature cosines by up to 0.065: too coarse for 0.995.
+    precision: str = "fp32"
 
 
 @dataclass

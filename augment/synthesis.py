@@ -25,6 +25,7 @@ import torch
 
 from .config import FilterConfig, SamplerConfig
 from .distributed import ProcessInfo
+from .precision import resolve_precision
 from .sampling import WorkItem, make_items, read_sharded, run_sharded
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,8 @@ class Synthesizer:
         self._real_by_class = {int(c): torch.nonzero(real_labels == c).flatten() for c in real_labels.unique()}
         self._guided = sampler.classifier_guidance_scale > 0  # checked against filter=none before any work
         self._real_feats: np.ndarray | None = None
+        # Scoring precision; real and synthetic images are scored alike, so their features compare.
+        self._score_dtype = resolve_precision(filter_cfg.precision, classifier.device) if classifier else None
         # Seconds this process spent per stage: "sampling" (the generator), "scoring" (the filter
         # classifier on each batch) and "keep rules" (thresholds, duplicates, quotas).
         self.seconds: dict[str, float] = {"sampling": 0.0, "scoring": 0.0, "keep rules": 0.0}
@@ -140,7 +143,7 @@ class Synthesizer:
         if self.classifier is not None:
             clock = time.perf_counter()
             # Score exactly the exported pixels, on the generation device, before any PNG encoding.
-            probs, top, feats = self.classifier.predict(pixels.float().div(255))
+            probs, top, feats = self.classifier.predict(pixels.float().div(255), dtype=self._score_dtype)
             target = torch.tensor([it.class_id for it in batch], device=probs.device)
             out["confidence"] = probs.gather(1, target[:, None]).squeeze(1).float().cpu()
             out["pred"] = top.cpu()
@@ -217,7 +220,7 @@ class Synthesizer:
             feats = []
             for i in range(0, len(self.real_images), 256):
                 x = (self.real_images[i : i + 256] + 1) / 2
-                feats.append(self.classifier.predict(x)[2].float().cpu().numpy())
+                feats.append(self.classifier.predict(x, dtype=self._score_dtype)[2].float().cpu().numpy())
             self._real_feats = np.concatenate(feats)
         return self._real_feats
 

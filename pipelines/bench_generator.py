@@ -40,7 +40,7 @@ from augment.generator import LatentDiffusionGenerator, build_sampler  # noqa: E
 from augment.generator import autoencoder as ae  # noqa: E402
 from augment.generator import denoiser as dn  # noqa: E402
 from augment.generator import schedule  # noqa: E402
-from augment.generator.model import resolve_sample_precision  # noqa: E402
+from augment.precision import resolve_precision  # noqa: E402
 from augment.generator.training import make_accelerator, train_autoencoder, train_denoiser  # noqa: E402
 
 
@@ -159,7 +159,7 @@ def main() -> None:
     sampler = replace(gcfg.sampler, batch_size=args.images)
     print(f"# machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
           f"device {device}, threads {torch.get_num_threads()}")
-    precision = resolve_sample_precision(sampler.precision, torch.device(device))
+    precision = resolve_precision(sampler.precision, torch.device(device))
     print(f"# sampler: {sampler.name}, {sampler.num_inference_steps} steps, guidance {sampler.guidance_scale}, "
           f"interval {sampler.guidance_interval}, precision {sampler.precision} -> {precision or 'fp32'}, "
           f"batch {args.images}, denoiser {sum(p.numel() for p in gen.denoiser.parameters()) / 1e6:.2f}M parameters, "

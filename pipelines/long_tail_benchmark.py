@@ -10,6 +10,10 @@ data and evaluated on the balanced test split, every arm over the same (>= 3) se
 5. ``synthetic_unfiltered``: real + synthetic images kept without the filter (ablation);
 6. ``oracle``: balanced real data (the imbalance-ratio-1 source), where the dataset has it.
 
+Diagnostic arm, off unless listed in ``arms_enabled``: ``oracle_autoencoded``, the oracle's extra
+images sent through a generator's autoencoder (``arms.oracle_autoencoded.generator``): the most any
+generator in that latent space can give arm 4.
+
 Writes ``results.csv`` (one row per arm and seed; finished rows are not recomputed on a rerun),
 ``summary.csv``, ``summary.md`` (with the command line and machine) and ``summary.png``.
 
@@ -51,7 +55,7 @@ from augment.data import SourceData, load_source
 from augment.export import DATASET_DIR
 from augment.filter.classifier import ARCHITECTURES as FILTER_ARCHITECTURES
 from augment.filter.classifier import build_network, init_weights
-from augment.images import MODE_CHANNELS, check_choice, dataset_to_tensors
+from augment.images import MODE_CHANNELS, check_choice, dataset_to_tensors, tensor_to_pil, to_tensor
 from augment.sources import LONG_TAILED_KINDS
 
 logger = logging.getLogger(__name__)
@@ -95,11 +99,17 @@ class SyntheticArmConfig:
 
 
 @dataclass
+class AutoencodedArmConfig:
+    generator: Optional[str] = None  # a saved generator folder (<output.dir>/generator of a toolkit run)
+
+
+@dataclass
 class ArmsConfig:
     synthetic_filtered: SyntheticArmConfig = field(default_factory=SyntheticArmConfig)
     synthetic_unfiltered: SyntheticArmConfig = field(
         default_factory=lambda: SyntheticArmConfig(overrides=["filter=none"])
     )
+    oracle_autoencoded: AutoencodedArmConfig = field(default_factory=AutoencodedArmConfig)
 
 
 @dataclass
@@ -108,7 +118,7 @@ class BenchmarkConfig:
     data_seed: int = 0
     seeds: List[int] = field(default_factory=lambda: [0, 1, 2])
     allow_few_seeds: bool = False
-    arms_enabled: List[str] = field(default_factory=lambda: list(ARMS))
+    arms_enabled: List[str] = field(default_factory=lambda: list(DEFAULT_ARMS))
     classifier: ClassifierRecipe = field(default_factory=ClassifierRecipe)
     arms: ArmsConfig = field(default_factory=ArmsConfig)
     device: str = "auto"
@@ -353,7 +363,11 @@ ARMS: Dict[str, Arm] = {
     "synthetic_filtered": Arm("synthetic", "uniform", "ce"),
     "synthetic_unfiltered": Arm("synthetic", "uniform", "ce"),
     "oracle": Arm("oracle", "uniform", "ce"),
+    # Diagnostic, not one of the six: the ceiling of any generator in this latent space.
+    "oracle_autoencoded": Arm("oracle_autoencoded", "uniform", "ce"),
 }
+DEFAULT_ARMS = ("ce", "resample", "logit_adjust", "synthetic_filtered", "synthetic_unfiltered", "oracle")
+BALANCED_SOURCE_ARMS = ("oracle", "oracle_autoencoded")  # need the dataset's imbalance-ratio-1 source
 
 
 @dataclass
@@ -406,10 +420,48 @@ def _real_data(arm: str, cfg: BenchmarkConfig, data: BenchmarkData) -> Images:
     return data.train
 
 
-def _oracle_data(arm: str, cfg: BenchmarkConfig, data: BenchmarkData) -> Images:
+def _balanced_source(cfg: BenchmarkConfig) -> SourceData:
     """The imbalance-ratio-1 source: every class as large as the head class, same test split."""
-    balanced = load_source(replace(cfg.dataset, imbalance_ratio=1.0), cfg.data_seed)
-    return data.decode(balanced.train, cfg.dataset.resize)
+    return load_source(replace(cfg.dataset, imbalance_ratio=1.0), cfg.data_seed)
+
+
+def _oracle_data(arm: str, cfg: BenchmarkConfig, data: BenchmarkData) -> Images:
+    return data.decode(_balanced_source(cfg).train, cfg.dataset.resize)
+
+
+def _oracle_autoencoded_data(arm: str, cfg: BenchmarkConfig, data: BenchmarkData) -> Images:
+    """The real train split plus the oracle's other images, each sent through the generator's
+    autoencoder (encode, decode, exported as the toolkit exports a synthetic image).
+
+    What a perfect denoiser would add: real variety, at the fidelity of the latent space. Its
+    score is the ceiling of arm 4 with that autoencoder; the oracle minus it is what the
+    autoencoder costs, it minus arm 4 what the denoiser and the filter cost.
+    """
+    from augment.generator import LatentDiffusionGenerator
+
+    balanced = _balanced_source(cfg)
+    real_rows = {row.numpy().tobytes() for row in data.train.images}
+    oracle = data.decode(balanced.train, cfg.dataset.resize)
+    surplus = [i for i, row in enumerate(oracle.images) if row.numpy().tobytes() not in real_rows]
+    gen = LatentDiffusionGenerator.from_pretrained(cfg.arms.oracle_autoencoded.generator)
+    channels, resolution, _ = gen.image_shape
+    if channels != MODE_CHANNELS[balanced.mode]:
+        raise ValueError(f"arms.oracle_autoencoded.generator={cfg.arms.oracle_autoencoded.generator!r} makes "
+                         f"{channels}-channel images; the source is {balanced.mode} "
+                         f"({MODE_CHANNELS[balanced.mode]} channel(s))")
+    images, labels = dataset_to_tensors(balanced.train.select(surplus), balanced.mode, resolution, cfg.dataset.resize)
+    rebuilt = []
+    with torch.inference_mode():
+        for start in range(0, len(images), cfg.classifier.eval_batch_size):
+            batch = images[start:start + cfg.classifier.eval_batch_size]
+            rebuilt += tensor_to_pil(gen.decode(gen.encode(batch)), balanced.mode, balanced.source_size,
+                                     cfg.dataset.resize)
+    extra = to_tensor(rebuilt, balanced.mode, data.resolution, cfg.dataset.resize)
+    psnr = 10 * math.log10(4 / float(((extra - oracle.images[surplus]) ** 2).mean()))
+    logger.info("%s: %d real + %d autoencoded oracle images (PSNR %.2f dB at %dx%d)", arm, len(data.train.labels),
+                len(extra), psnr, data.resolution, data.resolution)
+    return Images(torch.cat([data.train.images, extra]), torch.cat([data.train.labels, labels]),
+                  n_synthetic=len(extra))
 
 
 def _synthetic_data(arm: str, cfg: BenchmarkConfig, data: BenchmarkData) -> Images:
@@ -428,6 +480,7 @@ def _synthetic_data(arm: str, cfg: BenchmarkConfig, data: BenchmarkData) -> Imag
 ARM_DATA: Dict[str, Callable[[str, BenchmarkConfig, BenchmarkData], Images]] = {
     "real": _real_data,
     "oracle": _oracle_data,
+    "oracle_autoencoded": _oracle_autoencoded_data,
     "synthetic": _synthetic_data,
 }
 
@@ -515,9 +568,13 @@ def validate(cfg: BenchmarkConfig) -> None:
     if len(cfg.seeds) < MIN_SEEDS and not cfg.allow_few_seeds:
         raise ValueError(f"seeds={cfg.seeds} has {len(cfg.seeds)} seed(s); allowed: at least {MIN_SEEDS} "
                          "distinct seeds (allow_few_seeds=true lets fewer through, for tests)")
-    if "oracle" in cfg.arms_enabled and cfg.dataset.kind not in LONG_TAILED_KINDS:
-        raise ValueError(f"arms_enabled includes 'oracle' but dataset.kind={cfg.dataset.kind!r} has no balanced "
-                         f"source; allowed kinds for the oracle arm: {', '.join(LONG_TAILED_KINDS)}")
+    for arm in BALANCED_SOURCE_ARMS:
+        if arm in cfg.arms_enabled and cfg.dataset.kind not in LONG_TAILED_KINDS:
+            raise ValueError(f"arms_enabled includes {arm!r} but dataset.kind={cfg.dataset.kind!r} has no balanced "
+                             f"source; allowed kinds for the {arm} arm: {', '.join(LONG_TAILED_KINDS)}")
+    if "oracle_autoencoded" in cfg.arms_enabled and not cfg.arms.oracle_autoencoded.generator:
+        raise ValueError("arms_enabled includes 'oracle_autoencoded' but arms.oracle_autoencoded.generator is "
+                         "null; allowed: a saved generator folder, e.g. <output.dir>/generator of a toolkit run")
     check_choice("device", cfg.device, DEVICES)
     if DEVICES[cfg.device]() == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={cfg.device!r} but no CUDA device is available; allowed: auto, cpu")

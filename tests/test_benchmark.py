@@ -15,8 +15,12 @@ import torch
 import torch.nn.functional as F
 
 from augment.api import compose_config
-from augment.config import DatasetConfig
+from augment.config import AutoencoderConfig, DatasetConfig, DenoiserConfig, GeneratorConfig
 from augment.export import features as export_features
+from augment.generator import LatentDiffusionGenerator
+from augment.generator import autoencoder as ae
+from augment.generator import denoiser as dn
+from augment.generator import schedule
 from pipelines import long_tail_benchmark as lt
 
 CLASS_NAMES = ["cat", "dog", "eel"]
@@ -143,7 +147,15 @@ def test_gap_closed_undefined_is_nan_with_a_note(means, note):
                           "(allow_few_seeds=true lets fewer through, for tests)"),
         (["seeds=[0,0,1]"], "seeds=[0, 0, 1] repeats a seed; allowed: distinct seeds"),
         (["arms_enabled=[ce,focal]"], "arms_enabled='focal' is not supported; allowed: ce, logit_adjust, "
-                                      "oracle, resample, synthetic_filtered, synthetic_unfiltered"),
+                                      "oracle, oracle_autoencoded, resample, synthetic_filtered, "
+                                      "synthetic_unfiltered"),
+        (["arms_enabled=[ce,oracle_autoencoded]"],
+         "arms_enabled includes 'oracle_autoencoded' but arms.oracle_autoencoded.generator is null; allowed: a "
+         "saved generator folder, e.g. <output.dir>/generator of a toolkit run"),
+        (["dataset.kind=hf", "dataset.path=x", "arms_enabled=[oracle_autoencoded]",
+          "arms.oracle_autoencoded.generator=g"],
+         "arms_enabled includes 'oracle_autoencoded' but dataset.kind='hf' has no balanced source; allowed kinds "
+         "for the oracle_autoencoded arm: mnist_lt, cifar10_lt"),
         (["dataset.kind=hf", "dataset.path=x"], "arms_enabled includes 'oracle' but dataset.kind='hf' has no "
                                                 "balanced source; allowed kinds for the oracle arm: mnist_lt, cifar10_lt"),
         (["device=tpu"], "device='tpu' is not supported; allowed: auto, cpu, cuda"),
@@ -162,7 +174,8 @@ def test_config_errors(overrides, message):
 def test_default_config_is_valid():
     cfg = lt.compose_benchmark()
     lt.validate(cfg)
-    assert cfg.seeds == [0, 1, 2] and cfg.arms_enabled == list(lt.ARMS)
+    assert cfg.seeds == [0, 1, 2] and cfg.arms_enabled == list(lt.DEFAULT_ARMS)
+    assert "oracle_autoencoded" not in cfg.arms_enabled and cfg.arms.oracle_autoencoded.generator is None
     assert cfg.arms.synthetic_unfiltered.overrides == ["filter=none"]
 
 
@@ -296,3 +309,46 @@ def test_synthetic_dataset_with_other_classes(tiny):
         f"arms.synthetic_filtered.dataset={str(tmp_path / 'toolkit' / 'dataset')!r} has classes "
         "['cat', 'dog', 'eel']; the benchmark's source has ['a', 'b', 'c']"
     )
+
+
+# ----------------------------------------------------------------------------- the autoencoder ceiling
+
+
+def _tiny_generator(resolution: int) -> LatentDiffusionGenerator:
+    cfg = GeneratorConfig(
+        autoencoder=AutoencoderConfig(block_out_channels=[8, 16], norm_num_groups=4, latent_channels=2),
+        denoiser=DenoiserConfig(block_out_channels=[8, 16], attention_levels=[False, False], layers_per_block=1,
+                                norm_num_groups=4),
+    )
+    torch.manual_seed(0)
+    vae = ae.build_autoencoder(cfg.autoencoder, 1, resolution).eval()
+    size = resolution // ae.downsampling_factor(vae)
+    denoiser = dn.build_denoiser(cfg.denoiser, cfg.autoencoder.latent_channels, size, 10).eval()
+    meta = {"scaling_factor": 1.0, "shift_factor": 0.0, "mode": "L"}
+    return LatentDiffusionGenerator(vae, denoiser, schedule.build_noise_scheduler(cfg.schedule),
+                                    [str(c) for c in range(10)], meta)
+
+
+def test_oracle_autoencoded_adds_the_oracle_surplus_through_the_autoencoder(tmp_path):
+    cfg = lt.compose_benchmark([f"arms.oracle_autoencoded.generator={tmp_path / 'g'}"])
+    generator = _tiny_generator(cfg.dataset.resolution)
+    generator.save_pretrained(tmp_path / "g")
+    data = lt.load_benchmark_data(cfg)
+    oracle = lt.ARM_DATA["oracle"]("oracle", cfg, data)
+    arm = lt.ARM_DATA["oracle_autoencoded"]("oracle_autoencoded", cfg, data)
+
+    n_real = len(data.train.labels)
+    counts = np.bincount(arm.labels.numpy(), minlength=10)
+    assert counts.tolist() == np.bincount(oracle.labels.numpy(), minlength=10).tolist() == [300] * 10
+    assert arm.n_synthetic == len(arm.labels) - n_real == 3000 - n_real
+    assert torch.equal(arm.images[:n_real], data.train.images)  # the real part untouched
+    extra = arm.images[n_real:]
+    assert extra.shape[1:] == data.train.images.shape[1:] and extra.min() >= -1 and extra.max() <= 1
+    # Every extra image is an oracle image that is not in the real split, sent through the autoencoder.
+    real = {row.numpy().tobytes() for row in data.train.images}
+    surplus = torch.stack([row for row in oracle.images if row.numpy().tobytes() not in real])
+    with torch.inference_mode():
+        padded = F.pad(surplus[:4], (2, 2, 2, 2), value=-1.0)  # resize: pad, 28 -> 32
+        expected = (generator.decode(generator.encode(padded))[:, :, 2:30, 2:30] * 255).round() / 255 * 2 - 1
+    torch.testing.assert_close(extra[:4], expected, atol=1 / 255 + 1e-6, rtol=0)
+    assert not torch.equal(extra[:4], surplus[:4])

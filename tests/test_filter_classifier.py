@@ -90,6 +90,17 @@ def test_predict_is_calibrated_softmax_with_unit_features():
     torch.testing.assert_close(feats.norm(dim=1), torch.ones(7))
 
 
+def test_predict_in_bf16_is_close_to_fp32_and_returns_fp32():
+    clf = make_classifier(temperature=2.0)
+    x = images(n=16)
+    probs, top, feats = clf.predict(x)
+    probs16, top16, feats16 = clf.predict(x, dtype=torch.bfloat16)
+    assert probs16.dtype == feats16.dtype == torch.float32
+    assert 0 < (probs16 - probs).abs().max() < 0.02
+    torch.testing.assert_close(feats16.norm(dim=1), torch.ones(16))
+    assert (feats16 * feats).sum(1).min() > 0.99  # the same direction: similarities compare
+
+
 def test_features_are_centred_by_the_real_feature_mean():
     clf = make_classifier()
     real = images(n=6, seed=1)

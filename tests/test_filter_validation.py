@@ -21,6 +21,7 @@ def test_valid_configs_pass(changes):
     [
         ({"name": "clip"}, "filter.name='clip' is not one of ['classifier', 'none']"),
         ({"on_shortfall": "ignore"}, "filter.on_shortfall='ignore' is not one of ['fail', 'warn']"),
+        ({"precision": "int8"}, "filter.precision='int8' is not one of ['auto', 'bf16', 'fp16', 'fp32']"),
         ({"arch": "resnet50"}, "filter.arch='resnet50' is not one of ['resnet18', 'small_cnn']"),
         ({"path": "/no/such/model.safetensors"}, "filter.path='/no/such/model.safetensors' does not exist"),
         ({"steps": 0}, "filter.steps=0 must be >= 1"),

@@ -19,7 +19,7 @@ from augment.generator import (
 )
 from augment.generator import denoiser as dn
 from augment.generator import training
-from augment.generator.model import resolve_sample_precision
+from augment.precision import resolve_precision
 from augment.generator.validation import CLASS_BALANCE
 
 CLASS_NAMES = ["zero", "one", "two"]
@@ -219,12 +219,12 @@ def test_bf16_sampling_stays_close_to_fp32(trained):
 
 def test_sample_precision_auto_picks_bf16_only_where_native(monkeypatch):
     cpu = torch.device("cpu")
-    assert resolve_sample_precision("fp32", cpu) is None
-    assert resolve_sample_precision("fp16", cpu) is torch.float16
+    assert resolve_precision("fp32", cpu) is None
+    assert resolve_precision("fp16", cpu) is torch.float16
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
-    assert resolve_sample_precision("auto", cpu) is torch.bfloat16
+    assert resolve_precision("auto", cpu) is torch.bfloat16
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
-    assert resolve_sample_precision("auto", cpu) is None
+    assert resolve_precision("auto", cpu) is None
 
 
 def test_classifier_guidance_raises_the_classifier_probability(trained):

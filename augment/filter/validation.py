@@ -14,6 +14,7 @@ import torchvision
 
 from augment.config import FilterConfig
 from augment.filter.classifier import ARCHITECTURES
+from augment.precision import PRECISIONS
 
 # filter.name: "none" keeps every synthetic image (no classifier is built).
 FILTER_NAMES = ("classifier", "none")
@@ -34,6 +35,7 @@ def validate_filter_config(cfg: FilterConfig) -> None:
     if cfg.name == "none":
         return
     _one_of("filter.on_shortfall", cfg.on_shortfall, ON_SHORTFALL)
+    _one_of("filter.precision", cfg.precision, PRECISIONS)
     if cfg.path is None:
         _one_of("filter.arch", cfg.arch, ARCHITECTURES)  # trained here
     elif not os.path.exists(cfg.path):

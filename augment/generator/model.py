@@ -3,7 +3,6 @@ loaded as one folder, and its ``sample`` (guided, seeded per image)."""
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import json
 import logging
@@ -19,6 +18,7 @@ from augment.config import SamplerConfig
 from augment.generator import autoencoder as ae
 from augment.generator import denoiser as dn
 from augment.generator import schedule
+from augment.precision import autocast, resolve_precision
 
 logger = logging.getLogger(__name__)
 
@@ -45,17 +45,6 @@ def read_metadata(folder: str) -> Dict[str, Any]:
 
 def _accepts_generator(sampler) -> bool:
     return "generator" in inspect.signature(sampler.step).parameters
-
-
-def resolve_sample_precision(name: str, device: torch.device) -> Optional[torch.dtype]:
-    """The autocast dtype of sampling (``None`` = fp32); "auto" -> bf16 where the device has it natively."""
-    if name == "auto":
-        if device.type == "cuda":
-            native = torch.cuda.is_bf16_supported()
-        else:
-            native = device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-        name = "bf16" if native else "fp32"
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
 
 
 class LatentDiffusionGenerator:
@@ -219,9 +208,7 @@ class LatentDiffusionGenerator:
         variation = [False] * n if variation is None else [bool(v) for v in variation]
         self._check_sample_args(class_ids, seeds, variation, init_images, sampler, classifier)
         out = torch.empty((n, *self.image_shape))
-        dtype = resolve_sample_precision(sampler.precision, self.device)
-        autocast = (torch.autocast(self.device.type, dtype=dtype) if dtype is not None
-                    else contextlib.nullcontext())
+        dtype = resolve_precision(sampler.precision, self.device)
         # Variation items start mid-schedule: they run as their own group (multistep samplers keep a
         # history per run); per-item seeds make the grouping invisible in the output.
         for flag in (False, True):
@@ -229,7 +216,7 @@ class LatentDiffusionGenerator:
             if not idx:
                 continue
             init = init_images[idx] if flag else None
-            with autocast:
+            with autocast(dtype, self.device):
                 images = self._sample_group(
                     [class_ids[i] for i in idx], [seeds[i] for i in idx], sampler, init, classifier
                 )

@@ -15,6 +15,7 @@ from augment.config import GeneratorConfig
 from augment.generator.denoiser import DENOISERS
 from augment.generator.model import missing_components, read_metadata
 from augment.generator.schedule import BETA_SCHEDULES, PREDICTION_TYPES, SAMPLERS
+from augment.precision import PRECISIONS
 
 # class_balance -> power p of the per-example sampling weight n_class ** -p.
 CLASS_BALANCE: Dict[str, float] = {"none": 0.0, "sqrt": 0.5, "balanced": 1.0}
@@ -25,7 +26,6 @@ SAMPLE_MODES = ("noise", "variation", "mix")
 VARIATION_SOURCES = ("class", "other", "any")
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 LR_SCHEDULES = ("constant", "cosine")
-SAMPLE_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def resolve_mixed_precision(name: str) -> str:
@@ -44,7 +44,7 @@ def _check_choices(cfg: GeneratorConfig) -> None:
     _one_of("generator.sampler.name", cfg.sampler.name, SAMPLERS)
     _one_of("generator.sampler.mode", cfg.sampler.mode, SAMPLE_MODES)
     _one_of("generator.sampler.variation_source", cfg.sampler.variation_source, VARIATION_SOURCES)
-    _one_of("generator.sampler.precision", cfg.sampler.precision, SAMPLE_PRECISIONS)
+    _one_of("generator.sampler.precision", cfg.sampler.precision, PRECISIONS)
     _one_of("generator.denoiser.arch", cfg.denoiser.arch, DENOISERS)
     _one_of("generator.denoiser.class_balance", cfg.denoiser.class_balance, CLASS_BALANCE)
     _one_of("generator.denoiser.mixed_precision", cfg.denoiser.mixed_precision, MIXED_PRECISION)
