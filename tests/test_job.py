@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -173,9 +174,12 @@ def test_classifier_guidance_without_a_classifier_fails_before_any_work(tmp_path
     assert not (tmp_path / "x").exists()
 
 
-def test_filtered_smoke_run_with_classifier_guidance(tmp_path: Path):
+def test_filtered_smoke_run_with_classifier_guidance(tmp_path: Path, caplog):
     """filter=classifier end to end: every kept row is confident and of its class; the report says so."""
+    from pipelines.bench_generator import FILTER_SHARE
+
     out = tmp_path / "out"
+    caplog.set_level(logging.INFO, logger="augment")
     ds = balance(overrides=[*SMOKE, "filter.name=classifier", "filter.arch=small_cnn", "filter.steps=60",
                             "filter.min_confidence=0.3", "filter.max_rounds=2", "filter.on_shortfall=warn",
                             "generator.sampler.classifier_guidance_scale=0.5", f"output.dir={out}"])
@@ -188,3 +192,7 @@ def test_filtered_smoke_run_with_classifier_guidance(tmp_path: Path):
     labels = np.asarray(synth["label"])
     for row in plan.itertuples():  # never more than planned
         assert (labels == row.class_id).sum() <= row.to_generate
+    # The job's "filter + write" line, in the form pipelines/bench_generator.py reads it.
+    shares = [FILTER_SHARE.search(r.getMessage()) for r in caplog.records]
+    share = next(m for m in shares if m)
+    assert float(share.group(1)) >= 0 and float(share.group(3)) > 0
