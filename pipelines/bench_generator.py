@@ -43,8 +43,8 @@ from augment.generator import LatentDiffusionGenerator, build_sampler  # noqa: E
 from augment.generator import autoencoder as ae  # noqa: E402
 from augment.generator import denoiser as dn  # noqa: E402
 from augment.generator import schedule  # noqa: E402
-from augment.precision import resolve_precision  # noqa: E402
 from augment.generator.training import make_accelerator, train_autoencoder, train_denoiser  # noqa: E402
+from augment.precision import resolve_precision  # noqa: E402
 
 
 def untrained_generator(cfg, channels: int, resolution: int, n_classes: int) -> LatentDiffusionGenerator:

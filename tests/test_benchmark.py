@@ -18,10 +18,8 @@ from augment.api import compose_config
 from augment.config import AutoencoderConfig, DatasetConfig, DenoiserConfig, GeneratorConfig
 from augment.export import features as export_features
 from augment.generator import LatentDiffusionGenerator
-from augment.generator import autoencoder as ae
-from augment.generator import denoiser as dn
-from augment.generator import schedule
 from pipelines import long_tail_benchmark as lt
+from pipelines.bench_generator import untrained_generator
 
 CLASS_NAMES = ["cat", "dog", "eel"]
 TRAIN_COUNTS = [12, 4, 2]
@@ -321,12 +319,7 @@ def _tiny_generator(resolution: int) -> LatentDiffusionGenerator:
                                 norm_num_groups=4),
     )
     torch.manual_seed(0)
-    vae = ae.build_autoencoder(cfg.autoencoder, 1, resolution).eval()
-    size = resolution // ae.downsampling_factor(vae)
-    denoiser = dn.build_denoiser(cfg.denoiser, cfg.autoencoder.latent_channels, size, 10).eval()
-    meta = {"scaling_factor": 1.0, "shift_factor": 0.0, "mode": "L"}
-    return LatentDiffusionGenerator(vae, denoiser, schedule.build_noise_scheduler(cfg.schedule),
-                                    [str(c) for c in range(10)], meta)
+    return untrained_generator(cfg, 1, resolution, 10)
 
 
 def test_oracle_autoencoded_adds_the_oracle_surplus_through_the_autoencoder(tmp_path):
