@@ -159,6 +159,7 @@ class FilterConfig:
 
     name: str = "classifier"  # classifier | none
     arch: str = "resnet18"  # resnet18 (adapted to small inputs) | small_cnn
+    width: int = 16  # small_cnn only: base width (stages of width, 2x, 4x channels)
     path: Optional[str] = None  # user classifier: safetensors state dict or transformers folder
     steps: int = 1500
     batch_size: int = 128

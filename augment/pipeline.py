@@ -219,7 +219,7 @@ def _generator_info(generator, generator_id: str) -> dict:
 def _filter_key(cfg: Config) -> str:
     """What of the filter config changes what a shard holds (scores), not which rows are kept."""
     fc = cfg.filter
-    return f"{fc.name}:{fc.arch}:{fc.path}:{fc.steps}:{fc.batch_size}:{fc.lr}:{fc.val_fraction}:{fc.precision}"
+    return f"{fc.name}:{fc.arch}:{fc.width}:{fc.path}:{fc.steps}:{fc.batch_size}:{fc.lr}:{fc.val_fraction}:{fc.precision}"
 
 
 def _build_splits(cfg: Config, source: SourceData, rows, out_dir: Path) -> dict[str, datasets.Dataset]:

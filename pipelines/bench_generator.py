@@ -77,25 +77,33 @@ def stock_loop(gen: LatentDiffusionGenerator, class_ids, seeds, steps: int, guid
     return gen.decode(latents).clamp(0, 1)
 
 
-def timed(fn, repeats: int) -> float:
-    """Median seconds of ``repeats`` calls after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def timed(fns: dict, repeats: int) -> dict:
+    """Median seconds of ``repeats`` calls of each function, after one warm-up call each.
+
+    The calls are interleaved (a, b, c, a, b, c, ...), so a slow phase of a shared machine falls on
+    every function alike instead of on whichever ran then.
+    """
+    for fn in fns.values():
         fn()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
 
 
 def bench_sampling(gen, sampler, n_images: int, repeats: int) -> dict:
     class_ids = [i % len(gen.class_names) for i in range(n_images)]
     seeds = list(range(n_images))
     exact = replace(sampler, precision="fp32")
-    ours = timed(lambda: gen.sample(class_ids, seeds, sampler), repeats)
-    ours_fp32 = timed(lambda: gen.sample(class_ids, seeds, exact), repeats)
-    stock = timed(lambda: stock_loop(gen, class_ids, seeds, sampler.num_inference_steps, sampler.guidance_scale),
-                  repeats)
+    t = timed({
+        "ours": lambda: gen.sample(class_ids, seeds, sampler),
+        "ours_fp32": lambda: gen.sample(class_ids, seeds, exact),
+        "stock": lambda: stock_loop(gen, class_ids, seeds, sampler.num_inference_steps, sampler.guidance_scale),
+    }, repeats)
+    ours, ours_fp32, stock = t["ours"], t["ours_fp32"], t["stock"]
     a = gen.sample(class_ids[:8], seeds[:8], exact)
     b = stock_loop(gen, class_ids[:8], seeds[:8], sampler.num_inference_steps, sampler.guidance_scale)
     c = gen.sample(class_ids[:8], seeds[:8], sampler)

@@ -345,3 +345,27 @@ def test_oracle_autoencoded_adds_the_oracle_surplus_through_the_autoencoder(tmp_
         expected = (generator.decode(generator.encode(padded))[:, :, 2:30, 2:30] * 255).round() / 255 * 2 - 1
     torch.testing.assert_close(extra[:4], expected, atol=1 / 255 + 1e-6, rtol=0)
     assert not torch.equal(extra[:4], surplus[:4])
+
+
+# ----------------------------------------------------------------------------- performance bench
+
+
+def test_bench_sampling_times_interleaved_and_project_fp32_equals_the_stock_loop():
+    from augment.config import SamplerConfig
+    from pipelines.bench_generator import bench_sampling, timed
+
+    calls = []
+    seconds = timed({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=2)
+    assert calls == ["a", "b", "a", "b", "a", "b"]  # warm-up, then interleaved repeats
+    assert set(seconds) == {"a", "b"} and all(s >= 0 for s in seconds.values())
+
+    cfg = GeneratorConfig(
+        autoencoder=AutoencoderConfig(block_out_channels=[8, 16], norm_num_groups=4, latent_channels=2),
+        denoiser=DenoiserConfig(block_out_channels=[8, 16], attention_levels=[False, True], layers_per_block=1,
+                                norm_num_groups=4, attention_head_dim=8),
+    )
+    torch.manual_seed(0)
+    generator = untrained_generator(cfg, 1, 16, 3)
+    figures = bench_sampling(generator, SamplerConfig(num_inference_steps=3, guidance_scale=1.0), n_images=4, repeats=1)
+    assert figures["max |project fp32 - stock|"] == 0  # the same arithmetic, the same seeds
+    assert figures["speed-up"] == pytest.approx(figures["project img/s"] / figures["stock img/s"])

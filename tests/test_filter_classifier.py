@@ -10,6 +10,7 @@ from safetensors.torch import save_file
 from augment.filter.classifier import (
     ARCHITECTURES,
     LUMA_WEIGHTS,
+    SMALL_CNN_WIDTH,
     FilterClassifier,
     build_network,
     init_weights,
@@ -86,7 +87,7 @@ def test_predict_is_calibrated_softmax_with_unit_features():
     torch.testing.assert_close(logits, raw / 2.0)
     torch.testing.assert_close(probs, torch.softmax(logits, dim=1))
     assert torch.equal(top, probs.argmax(1))
-    assert feats.shape == (7, 128)  # small_cnn's penultimate width
+    assert feats.shape == (7, 4 * SMALL_CNN_WIDTH)  # small_cnn's penultimate width
     torch.testing.assert_close(feats.norm(dim=1), torch.ones(7))
 
 
@@ -154,6 +155,32 @@ def test_save_load_round_trip_gives_identical_logits(tmp_path, arch):
     assert loaded.meta() == clf.meta()
     assert torch.equal(loaded.predict(x)[2], clf.predict(x)[2])
     assert (loaded.class_names, loaded.mode, loaded.resolution, loaded.temperature) == (NAMES, "RGB", 8, 0.7)
+
+
+@pytest.mark.parametrize("width", [8, 32])
+def test_small_cnn_width_is_built_saved_and_read_back(tmp_path, width):
+    net, _ = build_network("small_cnn", "L", 3, width=width)
+    assert [m.out_channels for m in net.modules() if isinstance(m, torch.nn.Conv2d)] == [
+        width, width, 2 * width, 2 * width, 4 * width]
+    init_weights(net, torch.Generator().manual_seed(0))
+    clf = FilterClassifier(net, NAMES, arch="small_cnn", mode="L", resolution=16)
+    clf.save(tmp_path / "clf")  # the width is not in the json: load reads it from the weights
+    loaded = FilterClassifier.load(tmp_path / "clf")
+    x = images()
+    with torch.no_grad():
+        assert torch.equal(loaded.logits(x), clf.logits(x))
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, tmp_path / "user.safetensors")  # a user's state dict of that width
+    user = load_user_classifier(tmp_path / "user.safetensors", NAMES, arch="small_cnn", mode="L", resolution=16)
+    with torch.no_grad():
+        assert torch.equal(user.logits(x), clf.logits(x))
+
+
+def test_load_unreadable_weights_names_the_file(tmp_path):
+    clf = make_classifier()
+    clf.save(tmp_path / "clf")
+    (tmp_path / "clf" / "classifier.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(ValueError, match="cannot read classifier weights .*classifier.safetensors"):
+        FilterClassifier.load(tmp_path / "clf")
 
 
 def test_load_missing_folder(tmp_path):

@@ -5,6 +5,7 @@ import torch
 
 import augment.filter.training as training
 from augment.config import FilterConfig
+from augment.filter.classifier import SMALL_CNN_WIDTH
 from augment.filter.training import augment_batch, stratified_split, train_classifier
 
 NAMES = ["top", "bottom", "left"]
@@ -42,7 +43,7 @@ def test_learns_the_easy_problem_and_reports_metrics(trained):
     assert (m["n_train"], m["n_val"], m["arch"]) == (140, 35, "small_cnn")  # 24 + 8 + 3 held out
     assert m["temperature"] == clf.temperature > 0
     assert 0 <= m["val_ece_after"] <= 1 and 0 <= m["val_ece_before"] <= 1
-    assert clf.feature_mean.shape == (128,)  # small_cnn's penultimate width, centred on the real images
+    assert clf.feature_mean.shape == (4 * SMALL_CNN_WIDTH,)  # small_cnn's penultimate width, centred on the real images
     x, y = easy_data(counts=(20, 20, 20), seed=1)  # fresh images, balanced
     _, top, _ = clf.predict((x + 1) / 2)
     assert (top == y).float().mean() >= 0.95

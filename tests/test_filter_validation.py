@@ -24,6 +24,7 @@ def test_valid_configs_pass(changes):
         ({"precision": "int8"}, "filter.precision='int8' is not one of ['auto', 'bf16', 'fp16', 'fp32']"),
         ({"arch": "resnet50"}, "filter.arch='resnet50' is not one of ['resnet18', 'small_cnn']"),
         ({"path": "/no/such/model.safetensors"}, "filter.path='/no/such/model.safetensors' does not exist"),
+        ({"width": 0}, "filter.width=0 must be >= 1"),
         ({"steps": 0}, "filter.steps=0 must be >= 1"),
         ({"batch_size": 0}, "filter.batch_size=0 must be >= 1"),
         ({"lr": 0.0}, "filter.lr=0.0 must be > 0"),

@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn.functional as F
 import torchvision
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -35,7 +36,9 @@ TRAINED_MEAN, TRAINED_STD = 0.5, 0.5
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 WEIGHTS_FILE, META_FILE = "classifier.safetensors", "classifier.json"
 PREDICT_BATCH_SIZE = 256
-SMALL_CNN_WIDTHS = (32, 64, 128)
+# small_cnn's base width (its stages have width, 2 x width and 4 x width channels). On mnist_lt 16
+# filters as well as 32 did (long-tail benchmark arm 4: 0.928 vs 0.929), 3x faster (BENCHMARKS.md).
+SMALL_CNN_WIDTH = 16
 RESNET_STEM_WIDTH = 64  # torchvision resnet18's first conv width
 
 
@@ -47,12 +50,12 @@ def _resnet18(in_chans: int, num_classes: int) -> nn.Module:
     return net
 
 
-def _small_cnn(in_chans: int, num_classes: int) -> nn.Module:
+def _small_cnn(in_chans: int, num_classes: int, width: int = SMALL_CNN_WIDTH) -> nn.Module:
     """Five 3x3 conv-BN-ReLU layers with two 2x pools: fast on 28-32 px digits, even on a CPU."""
     def block(c_in: int, c_out: int) -> list[nn.Module]:
         return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
 
-    w1, w2, w3 = SMALL_CNN_WIDTHS
+    w1, w2, w3 = width, 2 * width, 4 * width
     return nn.Sequential(
         *block(in_chans, w1), *block(w1, w1), nn.MaxPool2d(2),
         *block(w1, w2), *block(w2, w2), nn.MaxPool2d(2),
@@ -68,7 +71,7 @@ ARCHITECTURES: dict[str, Callable[[int, int], nn.Module]] = {
 }
 
 
-def build_network(arch: str, mode: str, num_classes: int) -> tuple[nn.Module, str]:
+def build_network(arch: str, mode: str, num_classes: int, *, width: int | None = None) -> tuple[nn.Module, str]:
     """Build an untrained network by name.
 
     Args:
@@ -76,6 +79,7 @@ def build_network(arch: str, mode: str, num_classes: int) -> tuple[nn.Module, st
             (those take RGB images).
         mode: Image mode the network should take ("L" or "RGB"); honoured by ``ARCHITECTURES``.
         num_classes: Number of outputs.
+        width: small_cnn's base width (default :data:`SMALL_CNN_WIDTH`); other architectures ignore it.
 
     Returns:
         The network and the image mode it takes.
@@ -85,6 +89,8 @@ def build_network(arch: str, mode: str, num_classes: int) -> tuple[nn.Module, st
     """
     if mode not in MODES:
         raise ValueError(f"mode: unknown image mode {mode!r}; allowed: {sorted(MODES)}")
+    if arch == "small_cnn":
+        return _small_cnn(MODES[mode], num_classes, width or SMALL_CNN_WIDTH), mode
     if arch in ARCHITECTURES:
         return ARCHITECTURES[arch](MODES[mode], num_classes), mode
     if arch in torchvision.models.list_models(module=torchvision.models):
@@ -309,8 +315,10 @@ class FilterClassifier:
         if not (path / META_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
             raise ValueError(f"no saved classifier in {path}: expected {WEIGHTS_FILE} and {META_FILE}")
         meta = json.loads((path / META_FILE).read_text())
-        net, mode = build_network(meta["arch"], meta["mode"], len(meta["class_names"]))
-        _load_weights(net, path / WEIGHTS_FILE, meta["arch"])
+        state = _read_weights(path / WEIGHTS_FILE)
+        net, mode = build_network(meta["arch"], meta["mode"], len(meta["class_names"]),
+                                  width=_small_cnn_width(meta["arch"], state))
+        _load_weights(net, state, path / WEIGHTS_FILE, meta["arch"])
         options = {k: v for k, v in meta.items() if k not in ("class_names", "mode")}
         return cls(net, meta["class_names"], mode=mode, **options)
 
@@ -319,9 +327,22 @@ def _as_list(values: float | Sequence[float]) -> list[float]:
     return [float(values)] if isinstance(values, (int, float)) else [float(v) for v in values]
 
 
-def _load_weights(net: nn.Module, file: Path, arch: str) -> None:
+def _read_weights(file: Path) -> dict[str, torch.Tensor]:
     try:
-        net.load_state_dict(load_file(str(file)))
+        return load_file(str(file))
+    except SafetensorError as err:
+        raise ValueError(f"cannot read classifier weights {file}: {err}") from err
+
+
+def _small_cnn_width(arch: str, state: dict[str, torch.Tensor]) -> int | None:
+    """small_cnn's base width, read from its first convolution's weights (saves of any width load)."""
+    first = state.get("0.weight")
+    return int(first.shape[0]) if arch == "small_cnn" and first is not None else None
+
+
+def _load_weights(net: nn.Module, state: dict[str, torch.Tensor], file: Path, arch: str) -> None:
+    try:
+        net.load_state_dict(state)
     except RuntimeError as err:
         raise ValueError(f"weights {file} do not fit filter.arch={arch!r}: {err}") from err
 
@@ -388,8 +409,9 @@ def _load_state_dict(
     meta = json.loads(side.read_text()) if side.is_file() else {}
     arch = meta.get("arch", arch)
     names = meta.get("class_names", list(class_names))
-    net, net_mode = build_network(arch, meta.get("mode", mode), len(names))
-    _load_weights(net, file, arch)
+    state = _read_weights(file)
+    net, net_mode = build_network(arch, meta.get("mode", mode), len(names), width=_small_cnn_width(arch, state))
+    _load_weights(net, state, file, arch)
     trained_here = arch in ARCHITECTURES
     default_mean, default_std = (TRAINED_MEAN, TRAINED_STD) if trained_here else (IMAGENET_MEAN, IMAGENET_STD)
     return FilterClassifier(

@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 # Bump when the training recipe changes, so cached classifiers of the old recipe are retrained.
 RECIPE_VERSION = 1
 # Config fields that change the trained classifier (the fingerprint's part of the config).
-TRAINING_FIELDS = ("arch", "steps", "batch_size", "lr", "val_fraction")
+TRAINING_FIELDS = ("arch", "width", "steps", "batch_size", "lr", "val_fraction")
 # Random-crop padding as a share of the side: 4 px at 32 px, the CIFAR recipe (He et al. 2016).
 CROP_PAD_FRACTION = 1 / 8
 WEIGHT_DECAY = 0.05  # AdamW
@@ -163,7 +163,7 @@ def train_classifier(
 
     generator = torch.Generator().manual_seed(seed)
     train_idx, val_idx = stratified_split(labels.cpu(), cfg.val_fraction, generator)
-    net, _ = build_network(cfg.arch, mode, len(class_names))
+    net, _ = build_network(cfg.arch, mode, len(class_names), width=cfg.width)
     init_weights(net, generator)
     classifier = FilterClassifier(
         net, class_names, arch=cfg.arch, mode=mode, resolution=images.shape[-1], fingerprint=key

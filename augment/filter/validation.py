@@ -47,6 +47,7 @@ def validate_filter_config(cfg: FilterConfig) -> None:
                 "torchvision.models.list_models(module=torchvision.models)"
             )
     checks = [
+        ("filter.width", cfg.width, cfg.width >= 1, ">= 1"),
         ("filter.steps", cfg.steps, cfg.steps >= 1, ">= 1"),
         ("filter.batch_size", cfg.batch_size, cfg.batch_size >= 1, ">= 1"),
         ("filter.lr", cfg.lr, cfg.lr > 0, "> 0"),
