@@ -169,7 +169,8 @@ def test_small_cnn_width_is_built_saved_and_read_back(tmp_path, width):
     x = images()
     with torch.no_grad():
         assert torch.equal(loaded.logits(x), clf.logits(x))
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, tmp_path / "user.safetensors")  # a user's state dict of that width
+    # a user's state dict of that width
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, tmp_path / "user.safetensors")
     user = load_user_classifier(tmp_path / "user.safetensors", NAMES, arch="small_cnn", mode="L", resolution=16)
     with torch.no_grad():
         assert torch.equal(user.logits(x), clf.logits(x))
